@@ -1,0 +1,132 @@
+//! The bincode codec: compact binary envelopes (bincode 2.0.1, serde API).
+//!
+//! Payloads travel as raw bytes, not as escaped strings, and decoding borrows
+//! from the frame: a payload in a decoded packet is a zero-copy slice of the
+//! frame it came in, and no length read from the wire is ever used to
+//! allocate (strings and byte strings are checked against the bytes actually
+//! present before anything is copied).
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{Codec, CodecError, CodecKind};
+use crate::protocol::{Hello, Packet, PacketType, Payload, ResultCode, Role};
+
+/// Compact binary envelopes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Bincode;
+
+fn config() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+/// HELLO's body with borrowed strings: bincode's owned `String` decoding
+/// would allocate a length read from the wire before checking it.
+#[derive(Serialize, Deserialize)]
+struct WireHello<'a> {
+    version: u32,
+    role: Role,
+    #[serde(borrow)]
+    codec: &'a str,
+    #[serde(borrow)]
+    token: Option<&'a str>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Wire<'a> {
+    packet_type: PacketType,
+    cookie: Option<Uuid>,
+    capacity: Option<i64>,
+    #[serde(borrow)]
+    pipeline: Option<&'a str>,
+    #[serde(borrow)]
+    variables: Option<&'a str>,
+    detach: Option<bool>,
+    rc: Option<ResultCode>,
+    #[serde(borrow)]
+    error: Option<&'a str>,
+    #[serde(borrow)]
+    stacktrace: Option<Vec<&'a str>>,
+    #[serde(borrow)]
+    result: Option<&'a str>,
+    #[serde(borrow)]
+    hello: Option<WireHello<'a>>,
+    #[serde(borrow)]
+    pipelines: Option<Vec<&'a str>>,
+    timeout_ms: Option<u64>,
+}
+
+impl Codec for Bincode {
+    fn kind(&self) -> CodecKind {
+        CodecKind::Bincode
+    }
+
+    fn encode(&self, p: &Packet) -> Result<Bytes, CodecError> {
+        let wire = Wire {
+            packet_type: p.packet_type,
+            cookie: p.cookie,
+            capacity: p.capacity,
+            pipeline: p.pipeline.as_deref(),
+            variables: p.variables.as_ref().map(Payload::as_str),
+            detach: p.detach,
+            rc: p.rc,
+            error: p.error.as_deref(),
+            stacktrace: p
+                .stacktrace
+                .as_ref()
+                .map(|v| v.iter().map(String::as_str).collect()),
+            result: p.result.as_ref().map(Payload::as_str),
+            hello: p.hello.as_ref().map(|h| WireHello {
+                version: h.version,
+                role: h.role,
+                codec: &h.codec,
+                token: h.token.as_deref(),
+            }),
+            pipelines: p
+                .pipelines
+                .as_ref()
+                .map(|v| v.iter().map(String::as_str).collect()),
+            timeout_ms: p.timeout_ms,
+        };
+        bincode::serde::encode_to_vec(&wire, config())
+            .map(Bytes::from)
+            .map_err(|e| CodecError::Bincode(e.to_string()))
+    }
+
+    fn decode(&self, frame: &Bytes) -> Result<Packet, CodecError> {
+        let (w, used): (Wire<'_>, usize) =
+            bincode::serde::borrow_decode_from_slice(frame, config())
+                .map_err(|e| CodecError::Bincode(e.to_string()))?;
+        if used != frame.len() {
+            return Err(CodecError::Invalid(format!(
+                "{} bytes after the end of the packet",
+                frame.len() - used
+            )));
+        }
+        // bincode has checked that these are UTF-8; slicing the frame shares its buffer.
+        let payload =
+            |s: Option<&str>| s.map(|s| Payload::from_verified_utf8(frame.slice_ref(s.as_bytes())));
+        let owned = |v: Option<Vec<&str>>| v.map(|v| v.into_iter().map(str::to_owned).collect());
+        Ok(Packet {
+            packet_type: w.packet_type,
+            cookie: w.cookie,
+            capacity: w.capacity,
+            pipeline: w.pipeline.map(str::to_owned),
+            variables: payload(w.variables),
+            detach: w.detach,
+            rc: w.rc,
+            error: w.error.map(str::to_owned),
+            stacktrace: owned(w.stacktrace),
+            result: payload(w.result),
+            hello: w.hello.map(|h| Hello {
+                version: h.version,
+                role: h.role,
+                codec: h.codec.to_owned(),
+                token: h.token.map(str::to_owned),
+            }),
+            pipelines: owned(w.pipelines),
+            timeout_ms: w.timeout_ms,
+        })
+    }
+}

@@ -1,0 +1,77 @@
+//! Picking a backend from an endpoint URL at run time.
+//!
+//! [`connect`] and [`listen`] dispatch on the URL's scheme to the backends
+//! compiled into this build; [`AnyTransport`] is the same dispatch as a
+//! [`ClientTransport`], for code generic over the transport. An endpoint whose
+//! backend is not compiled in fails with an error naming the cargo feature.
+
+use async_trait::async_trait;
+pub use plexwire_transport::*;
+
+/// Connects to `url` with whichever compiled-in backend its scheme names.
+pub async fn connect(url: &str) -> Result<Connection, TransportError> {
+    AnyTransport.connect(&Endpoint::parse(url)?).await
+}
+
+/// Listens on `url` with whichever compiled-in backend its scheme names.
+pub async fn listen(url: &str) -> Result<Box<dyn ServerTransport>, TransportError> {
+    listen_on(&Endpoint::parse(url)?).await
+}
+
+/// Listens on a parsed endpoint; see [`listen`].
+pub async fn listen_on(endpoint: &Endpoint) -> Result<Box<dyn ServerTransport>, TransportError> {
+    match endpoint.scheme() {
+        Scheme::Mem => Ok(Box::new(MemListener::bind(endpoint)?)),
+        #[cfg(feature = "tcp")]
+        Scheme::Tcp => Ok(Box::new(plexwire_tcp::TcpListener::bind(endpoint).await?)),
+        #[cfg(feature = "unix")]
+        Scheme::Unix => Ok(Box::new(plexwire_unix::UnixListener::bind(endpoint).await?)),
+        _ => Err(endpoint.feature_disabled()),
+    }
+}
+
+/// Every compiled-in backend behind one [`ClientTransport`], chosen per endpoint.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AnyTransport;
+
+#[async_trait]
+impl ClientTransport for AnyTransport {
+    async fn connect(&self, endpoint: &Endpoint) -> Result<Connection, TransportError> {
+        match endpoint.scheme() {
+            Scheme::Mem => MemTransport.connect(endpoint).await,
+            #[cfg(feature = "tcp")]
+            Scheme::Tcp => plexwire_tcp::TcpTransport.connect(endpoint).await,
+            #[cfg(feature = "unix")]
+            Scheme::Unix => plexwire_unix::UnixTransport.connect(endpoint).await,
+            _ => Err(endpoint.feature_disabled()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_backend_that_is_not_compiled_in_names_its_feature() {
+        let e = connect("quic://127.0.0.1:1").await.unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "endpoint `quic://127.0.0.1:1` needs the `quic` cargo feature of plexwire (build with `--features quic`)"
+        );
+        let e = listen("tls://127.0.0.1:0").await.err().unwrap().to_string();
+        assert!(e.contains("`tls` cargo feature"), "{e}");
+        #[cfg(not(feature = "tcp"))]
+        assert!(connect("tcp://127.0.0.1:1")
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("`tcp` cargo feature"));
+    }
+
+    #[tokio::test]
+    async fn a_malformed_url_is_quoted() {
+        let e = connect("tcp:/127.0.0.1:1").await.unwrap_err().to_string();
+        assert!(e.starts_with("invalid endpoint `tcp:/127.0.0.1:1`"), "{e}");
+    }
+}

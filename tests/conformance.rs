@@ -1,0 +1,246 @@
+//! One conformance suite, run against every transport backend.
+//!
+//! Each backend joins by adding one line to the `backends!` list at the end:
+//! a module name and a function that makes a fresh listen URL.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::join_all;
+use plexwire::transport::{self, Connection, ServerTransport, TransportError};
+use tokio::time::timeout;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+async fn pair(listener: &mut Box<dyn ServerTransport>) -> (Connection, Connection) {
+    let url = listener.local_endpoint().url().to_owned();
+    let (client, server) = tokio::join!(transport::connect(&url), listener.accept());
+    (client.expect("connect"), server.expect("accept"))
+}
+
+pub async fn connect_and_accept(url: String) {
+    let mut l = transport::listen(&url).await.unwrap();
+    let (c, s) = pair(&mut l).await;
+    assert_eq!(c.peer().transport, s.peer().transport);
+    assert!(!s.peer().remote.is_empty());
+}
+
+pub async fn frames_both_ways_concurrently(url: String) {
+    let mut l = transport::listen(&url).await.unwrap();
+    let (c, s) = pair(&mut l).await;
+    let (mut ctx, mut crx) = c.into_frames();
+    let (mut stx, mut srx) = s.into_frames();
+    const N: usize = 500;
+    let frame = |side: u8, i: usize| Bytes::from(vec![side; i % 300 + (i % 3)]);
+    let send_c = async {
+        for i in 0..N {
+            ctx.send_frame(frame(1, i)).await.unwrap();
+        }
+    };
+    let send_s = async {
+        for i in 0..N {
+            stx.send_frame(frame(2, i)).await.unwrap();
+        }
+    };
+    let recv_s = async {
+        for i in 0..N {
+            assert_eq!(srx.recv_frame().await.unwrap().unwrap(), frame(1, i));
+        }
+    };
+    let recv_c = async {
+        for i in 0..N {
+            assert_eq!(crx.recv_frame().await.unwrap().unwrap(), frame(2, i));
+        }
+    };
+    timeout(LIMIT, async {
+        tokio::join!(send_c, send_s, recv_s, recv_c)
+    })
+    .await
+    .unwrap();
+}
+
+pub async fn frame_at_the_limit_passes_one_over_is_rejected(url: String) {
+    const MAX: usize = 64 * 1024;
+    let url = format!("{url}?max_frame_size={MAX}");
+    let mut l = transport::listen(&url).await.unwrap();
+    let (c, s) = pair(&mut l).await;
+    let (mut ctx, _crx) = c.into_frames();
+    let (_stx, mut srx) = s.into_frames();
+    let big = Bytes::from(vec![0xab; MAX]);
+    let (sent, got) = tokio::join!(ctx.send_frame(big.clone()), srx.recv_frame());
+    sent.unwrap();
+    assert_eq!(got.unwrap().unwrap(), big);
+    match ctx.send_frame(Bytes::from(vec![0; MAX + 1])).await {
+        Err(TransportError::FrameTooLarge { size, max }) => assert_eq!((size, max), (MAX + 1, MAX)),
+        other => panic!("{other:?}"),
+    }
+    // The sender is still usable after refusing the oversized frame.
+    let (sent, got) = tokio::join!(
+        ctx.send_frame(Bytes::from_static(b"after")),
+        srx.recv_frame()
+    );
+    sent.unwrap();
+    assert_eq!(&got.unwrap().unwrap()[..], b"after");
+}
+
+pub async fn oversized_frame_from_a_peer_is_a_typed_error(url: String) {
+    // The receiver's limit is below the sender's.
+    let mut l = transport::listen(&format!("{url}?max_frame_size=1000"))
+        .await
+        .unwrap();
+    let addr = l
+        .local_endpoint()
+        .url()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    let client_url = format!("{addr}?max_frame_size=5000");
+    let (c, s) = tokio::join!(transport::connect(&client_url), l.accept());
+    let (mut ctx, _crx) = c.unwrap().into_frames();
+    let (_stx, mut srx) = s.unwrap().into_frames();
+    ctx.send_frame(Bytes::from(vec![1; 1001])).await.unwrap();
+    match timeout(LIMIT, srx.recv_frame()).await.unwrap() {
+        Some(Err(TransportError::FrameTooLarge {
+            size: 1001,
+            max: 1000,
+        })) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        srx.recv_frame().await.is_none(),
+        "the stream ends after the error"
+    );
+}
+
+pub async fn two_hundred_concurrent_connections(url: String) {
+    let mut l = transport::listen(&url).await.unwrap();
+    let url = l.local_endpoint().url().to_owned();
+    let server = tokio::spawn(async move {
+        let mut echoes = Vec::new();
+        for _ in 0..200 {
+            let (mut tx, mut rx) = l.accept().await.unwrap().into_frames();
+            echoes.push(tokio::spawn(async move {
+                while let Some(Ok(f)) = rx.recv_frame().await {
+                    tx.send_frame(f).await.unwrap();
+                }
+            }));
+        }
+        join_all(echoes).await;
+    });
+    let clients = (0..200u32).map(|i| {
+        let url = url.clone();
+        async move {
+            let (mut tx, mut rx) = transport::connect(&url).await.unwrap().into_frames();
+            let msg = Bytes::from(i.to_be_bytes().to_vec());
+            tx.send_frame(msg.clone()).await.unwrap();
+            assert_eq!(rx.recv_frame().await.unwrap().unwrap(), msg);
+        }
+    });
+    timeout(LIMIT, join_all(clients)).await.unwrap();
+    timeout(LIMIT, server).await.unwrap().unwrap();
+}
+
+pub async fn peer_close_is_end_of_stream(url: String) {
+    let mut l = transport::listen(&url).await.unwrap();
+    let (c, s) = pair(&mut l).await;
+    let (mut ctx, crx) = c.into_frames();
+    let (_stx, mut srx) = s.into_frames();
+    ctx.send_frame(Bytes::from_static(b"last")).await.unwrap();
+    ctx.shutdown().await.unwrap();
+    drop((ctx, crx));
+    assert_eq!(&srx.recv_frame().await.unwrap().unwrap()[..], b"last");
+    assert!(timeout(LIMIT, srx.recv_frame()).await.unwrap().is_none());
+}
+
+pub async fn listener_shutdown_refuses_new_connections(url: String) {
+    let l = transport::listen(&url).await.unwrap();
+    let bound = l.local_endpoint().url().to_owned();
+    drop(l);
+    let e = transport::connect(&bound).await.unwrap_err();
+    assert!(matches!(e, TransportError::Connect { .. }), "{e:?}");
+    // The address can be bound again at once.
+    if !bound.contains(":0") {
+        transport::listen(&bound)
+            .await
+            .expect("rebind after shutdown");
+    }
+}
+
+pub async fn connecting_to_nothing_is_a_clear_error(url: String) {
+    let l = transport::listen(&url).await.unwrap();
+    let bound = l.local_endpoint().url().to_owned();
+    drop(l);
+    let e = transport::connect(&bound).await.unwrap_err().to_string();
+    assert!(
+        e.starts_with(&format!("could not connect to `{bound}`")),
+        "{e}"
+    );
+    assert!(e.contains("is a plexwire listener running there?"), "{e}");
+}
+
+static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn unique() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
+fn mem_url() -> String {
+    format!("mem://conformance-{}", unique())
+}
+fn tcp_url() -> String {
+    "tcp://127.0.0.1:0".into()
+}
+fn tcp6_url() -> String {
+    "tcp://[::1]:0".into()
+}
+fn unix_url() -> String {
+    let dir = std::env::temp_dir().join("plexwire-conformance");
+    std::fs::create_dir_all(&dir).unwrap();
+    format!(
+        "unix://{}",
+        dir.join(format!("{}.sock", unique())).display()
+    )
+}
+
+macro_rules! suite {
+    ($backend:ident, $url:expr, $($case:ident),* $(,)?) => {
+        mod $backend {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case($url()).await;
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! backends {
+    ($($backend:ident => $url:path),* $(,)?) => {
+        $(
+            suite!($backend, $url,
+                connect_and_accept,
+                frames_both_ways_concurrently,
+                frame_at_the_limit_passes_one_over_is_rejected,
+                oversized_frame_from_a_peer_is_a_typed_error,
+                two_hundred_concurrent_connections,
+                peer_close_is_end_of_stream,
+                listener_shutdown_refuses_new_connections,
+                connecting_to_nothing_is_a_clear_error,
+            );
+        )*
+    };
+}
+
+// One line per backend.
+backends! {
+    mem => super::mem_url,
+    tcp => super::tcp_url,
+    tcp_v6 => super::tcp6_url,
+    unix => super::unix_url,
+}

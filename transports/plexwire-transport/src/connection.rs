@@ -1,0 +1,316 @@
+//! A connection between two endpoints, and the frames that cross it.
+//!
+//! A backend hands over a [`Connection`]: either a reliable byte stream (TCP,
+//! UNIX, TLS, an HTTP upgrade, a QUIC stream) or a message-oriented channel
+//! (the in-memory transport, WebSocket) that already delimits frames. The
+//! framing belongs to the connection, not to the backend: [`Connection::into_frames`]
+//! puts the u32 length prefix on a byte stream (and passes messages through,
+//! enforcing the same size limit), while [`Connection::into_io`] gives the raw
+//! halves to a pattern with a framing of its own.
+//!
+//! Frames are [`Bytes`]. The two halves live in different tasks: the reader
+//! never waits on the writer.
+
+use std::fmt;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+use crate::{FrameCodec, TransportError};
+
+/// The read half of a byte-stream connection.
+pub type BoxRead = Pin<Box<dyn AsyncRead + Send>>;
+/// The write half of a byte-stream connection.
+pub type BoxWrite = Pin<Box<dyn AsyncWrite + Send>>;
+/// Incoming frames of a message-oriented connection.
+pub type BoxFrameStream = Pin<Box<dyn Stream<Item = Result<Bytes, TransportError>> + Send>>;
+/// Outgoing frames of a message-oriented connection.
+pub type BoxFrameSink = Pin<Box<dyn Sink<Bytes, Error = TransportError> + Send>>;
+
+/// Who is on the other end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// The backend (`"tcp"`, `"unix"`, `"mem"`, …).
+    pub transport: &'static str,
+    /// The peer's address as the backend sees it (`127.0.0.1:50412`, a socket path, `mem#3`).
+    pub remote: String,
+}
+
+impl fmt::Display for PeerInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.transport, self.remote)
+    }
+}
+
+/// The two halves a backend produces.
+pub enum Io {
+    /// A reliable, ordered byte stream; framing is added on top.
+    Stream {
+        /// Bytes from the peer.
+        reader: BoxRead,
+        /// Bytes to the peer.
+        writer: BoxWrite,
+    },
+    /// A channel whose messages are already frames.
+    Messages {
+        /// Frames from the peer.
+        stream: BoxFrameStream,
+        /// Frames to the peer.
+        sink: BoxFrameSink,
+    },
+}
+
+impl fmt::Debug for Io {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Io::Stream { .. } => "Io::Stream",
+            Io::Messages { .. } => "Io::Messages",
+        })
+    }
+}
+
+/// An established connection, not yet framed.
+#[derive(Debug)]
+pub struct Connection {
+    io: Io,
+    peer: PeerInfo,
+    max_frame_size: usize,
+}
+
+impl Connection {
+    /// Wraps a byte stream's halves.
+    pub fn from_stream(
+        reader: impl AsyncRead + Send + 'static,
+        writer: impl AsyncWrite + Send + 'static,
+        peer: PeerInfo,
+        max_frame_size: usize,
+    ) -> Connection {
+        Connection {
+            io: Io::Stream {
+                reader: Box::pin(reader),
+                writer: Box::pin(writer),
+            },
+            peer,
+            max_frame_size,
+        }
+    }
+
+    /// Wraps a message channel whose messages are frames.
+    pub fn from_messages(
+        stream: impl Stream<Item = Result<Bytes, TransportError>> + Send + 'static,
+        sink: impl Sink<Bytes, Error = TransportError> + Send + 'static,
+        peer: PeerInfo,
+        max_frame_size: usize,
+    ) -> Connection {
+        Connection {
+            io: Io::Messages {
+                stream: Box::pin(stream),
+                sink: Box::pin(sink),
+            },
+            peer,
+            max_frame_size,
+        }
+    }
+
+    /// Who is on the other end.
+    pub fn peer(&self) -> &PeerInfo {
+        &self.peer
+    }
+
+    /// The largest frame this connection accepts (from its endpoint).
+    pub fn max_frame_size(&self) -> usize {
+        self.max_frame_size
+    }
+
+    /// Overrides the largest frame this connection accepts.
+    pub fn set_max_frame_size(&mut self, max: usize) {
+        self.max_frame_size = max;
+    }
+
+    /// The raw halves, for a pattern with its own framing.
+    pub fn into_io(self) -> (Io, PeerInfo) {
+        (self.io, self.peer)
+    }
+
+    /// Splits into a frame sender and a frame receiver, adding the u32
+    /// length-prefix framing to a byte stream.
+    pub fn into_frames(self) -> (FrameSender, FrameReceiver) {
+        let max = self.max_frame_size;
+        match self.io {
+            Io::Stream { reader, writer } => (
+                FrameSender {
+                    inner: SendInner::Framed(FramedWrite::new(writer, FrameCodec::new(max))),
+                    max,
+                },
+                FrameReceiver {
+                    inner: RecvInner::Framed(FramedRead::new(reader, FrameCodec::new(max))),
+                    max,
+                    done: false,
+                },
+            ),
+            Io::Messages { stream, sink } => (
+                FrameSender {
+                    inner: SendInner::Messages(sink),
+                    max,
+                },
+                FrameReceiver {
+                    inner: RecvInner::Messages(stream),
+                    max,
+                    done: false,
+                },
+            ),
+        }
+    }
+}
+
+enum SendInner {
+    Framed(FramedWrite<BoxWrite, FrameCodec>),
+    Messages(BoxFrameSink),
+}
+
+/// The sending half of a framed connection: a [`Sink`] of frames.
+///
+/// `feed` several frames and `flush` once to send them in as few writes as
+/// the backend allows.
+pub struct FrameSender {
+    inner: SendInner,
+    max: usize,
+}
+
+impl fmt::Debug for FrameSender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FrameSender")
+            .field("max_frame_size", &self.max)
+            .finish()
+    }
+}
+
+impl FrameSender {
+    /// Sends one frame and flushes it.
+    ///
+    /// Not cancel safe: if the future is dropped the frame may have been
+    /// partly written, and the connection must then be dropped too.
+    pub async fn send_frame(&mut self, frame: Bytes) -> Result<(), TransportError> {
+        self.send(frame).await
+    }
+
+    /// The largest frame this sender accepts.
+    pub fn max_frame_size(&self) -> usize {
+        self.max
+    }
+
+    /// Flushes and closes the sending direction (the peer sees end of stream).
+    pub async fn shutdown(&mut self) -> Result<(), TransportError> {
+        self.close().await
+    }
+}
+
+impl Sink<Bytes> for FrameSender {
+    type Error = TransportError;
+
+    fn poll_ready(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), TransportError>> {
+        match &mut self.inner {
+            SendInner::Framed(f) => Pin::new(f).poll_ready(cx),
+            SendInner::Messages(s) => s.as_mut().poll_ready(cx),
+        }
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, frame: Bytes) -> Result<(), TransportError> {
+        if frame.len() > self.max {
+            return Err(TransportError::FrameTooLarge {
+                size: frame.len(),
+                max: self.max,
+            });
+        }
+        match &mut self.inner {
+            SendInner::Framed(f) => Pin::new(f).start_send(frame),
+            SendInner::Messages(s) => s.as_mut().start_send(frame),
+        }
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), TransportError>> {
+        match &mut self.inner {
+            SendInner::Framed(f) => Pin::new(f).poll_flush(cx),
+            SendInner::Messages(s) => s.as_mut().poll_flush(cx),
+        }
+    }
+
+    fn poll_close(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), TransportError>> {
+        match &mut self.inner {
+            SendInner::Framed(f) => Pin::new(f).poll_close(cx),
+            SendInner::Messages(s) => s.as_mut().poll_close(cx),
+        }
+    }
+}
+
+enum RecvInner {
+    Framed(FramedRead<BoxRead, FrameCodec>),
+    Messages(BoxFrameStream),
+}
+
+/// The receiving half of a framed connection: a [`Stream`] of frames that
+/// ends (`None`) when the peer closes cleanly. After an error it ends too.
+pub struct FrameReceiver {
+    inner: RecvInner,
+    max: usize,
+    done: bool,
+}
+
+impl fmt::Debug for FrameReceiver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FrameReceiver")
+            .field("max_frame_size", &self.max)
+            .finish()
+    }
+}
+
+impl FrameReceiver {
+    /// The next frame; `None` at end of stream.
+    ///
+    /// Cancel safe: partly received frames stay buffered inside the receiver.
+    pub async fn recv_frame(&mut self) -> Option<Result<Bytes, TransportError>> {
+        self.next().await
+    }
+}
+
+impl Stream for FrameReceiver {
+    type Item = Result<Bytes, TransportError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let max = self.max;
+        let item = match &mut self.inner {
+            RecvInner::Framed(f) => {
+                ready!(Pin::new(f).poll_next(cx)).map(|r| r.map(|b| b.freeze()))
+            }
+            RecvInner::Messages(s) => ready!(s.as_mut().poll_next(cx)).map(|r| {
+                r.and_then(|b| {
+                    if b.len() > max {
+                        Err(TransportError::FrameTooLarge { size: b.len(), max })
+                    } else {
+                        Ok(b)
+                    }
+                })
+            }),
+        };
+        if !matches!(item, Some(Ok(_))) {
+            self.done = true;
+        }
+        Poll::Ready(item)
+    }
+}

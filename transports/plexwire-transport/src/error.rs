@@ -1,0 +1,103 @@
+//! The transport layer's error type.
+//!
+//! Every variant that a user will read says what happened and, where there is
+//! something to do about it, what to do.
+
+use std::io;
+
+/// An error from parsing an endpoint, connecting, listening, or moving frames.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The endpoint URL could not be parsed.
+    #[error("invalid endpoint `{url}`: {reason}")]
+    InvalidEndpoint {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it, and what a valid one looks like.
+        reason: String,
+    },
+
+    /// The endpoint names a backend that this build does not contain.
+    #[error("endpoint `{url}` needs the `{feature}` cargo feature of plexwire (build with `--features {feature}`)")]
+    FeatureDisabled {
+        /// The URL as given.
+        url: String,
+        /// The cargo feature that provides the backend.
+        feature: &'static str,
+    },
+
+    /// A backend was handed an endpoint of another scheme.
+    #[error("the {backend} backend cannot serve endpoint `{url}`")]
+    WrongBackend {
+        /// The URL as given.
+        url: String,
+        /// The backend that refused it.
+        backend: &'static str,
+    },
+
+    /// Connecting failed.
+    #[error("could not connect to `{url}`: {source} (is a plexwire listener running there?)")]
+    Connect {
+        /// The URL connected to.
+        url: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+
+    /// Binding a listener failed.
+    #[error("could not listen on `{url}`: {source}")]
+    Bind {
+        /// The URL bound.
+        url: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A frame longer than the connection's limit was announced or offered.
+    ///
+    /// On receive, the announced size is never allocated: the connection ends.
+    #[error("frame of {size} bytes exceeds the {max}-byte limit (raise it with `?max_frame_size=N` on the endpoint on both sides)")]
+    FrameTooLarge {
+        /// The size announced by the peer (receive) or offered by the caller (send).
+        size: usize,
+        /// The connection's maximum frame size.
+        max: usize,
+    },
+
+    /// The stream ended in the middle of a frame.
+    #[error("connection closed in the middle of a frame ({got} of {expected} bytes received)")]
+    Truncated {
+        /// Bytes of the frame (including its header) that arrived.
+        got: usize,
+        /// Bytes the frame needed.
+        expected: usize,
+    },
+
+    /// The connection is closed; nothing more can be sent.
+    #[error("connection closed")]
+    Closed,
+
+    /// Any other I/O error on an established connection.
+    #[error("transport I/O error: {0}")]
+    Io(#[from] io::Error),
+}
+
+impl TransportError {
+    /// Whether this error means the peer is gone (as opposed to a local or protocol fault).
+    pub fn is_disconnect(&self) -> bool {
+        match self {
+            TransportError::Closed | TransportError::Truncated { .. } => true,
+            TransportError::Io(e) => matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::UnexpectedEof
+            ),
+            _ => false,
+        }
+    }
+}

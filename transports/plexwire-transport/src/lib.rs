@@ -1,0 +1,35 @@
+//! The transport layer of [plexwire](https://docs.rs/plexwire).
+//!
+//! This crate knows nothing of packets. It provides:
+//!
+//! - the [`ClientTransport`] and [`ServerTransport`] traits every backend implements;
+//! - [`Endpoint`] URLs that name a backend and an address (`tcp://127.0.0.1:51500`,
+//!   `unix:///tmp/x.sock`, `mem://name`, …);
+//! - [`Connection`]: what a backend hands over — a byte stream or a message
+//!   channel — and its split into a [`FrameSender`] and a [`FrameReceiver`];
+//! - [`FrameCodec`]: the u32 big-endian length-prefix framing with an explicit
+//!   maximum frame size;
+//! - the in-memory backend, [`MemTransport`] and [`MemListener`].
+//!
+//! Backends live in their own crates (`plexwire-tcp`, `plexwire-unix`, …) and
+//! are selected with cargo features of the `plexwire` crate.
+
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+#![forbid(unsafe_code)]
+
+mod connection;
+mod endpoint;
+mod error;
+mod framing;
+mod mem;
+mod traits;
+
+pub use connection::{
+    BoxFrameSink, BoxFrameStream, BoxRead, BoxWrite, Connection, FrameReceiver, FrameSender, Io,
+    PeerInfo,
+};
+pub use endpoint::{Address, Endpoint, Scheme, DEFAULT_MAX_FRAME_SIZE};
+pub use error::TransportError;
+pub use framing::{FrameCodec, HEADER_LEN, RESERVE_AHEAD};
+pub use mem::{pair as mem_pair, MemListener, MemTransport};
+pub use traits::{ClientTransport, ServerTransport};

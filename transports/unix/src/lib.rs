@@ -1,0 +1,194 @@
+//! plexwire's UNIX-domain socket backend: `unix:///abs/path`, and ReasonChip's
+//! spelling of the same, `socket:///abs/path`.
+//!
+//! Binding over an existing socket file replaces it only if nothing listens
+//! on it (a stale file left by a crash); a live listener or a file that is not
+//! a socket is an error. The file mode can be set (`?mode=660`). The socket
+//! file is removed when the listener is dropped, if it is still ours.
+
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+#![forbid(unsafe_code)]
+
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use plexwire_transport::{
+    Address, ClientTransport, Connection, Endpoint, PeerInfo, Scheme, ServerTransport,
+    TransportError,
+};
+use tokio::net::{UnixListener as TokioListener, UnixStream};
+
+fn path_of(endpoint: &Endpoint) -> Result<&Path, TransportError> {
+    match (endpoint.scheme(), endpoint.address()) {
+        (Scheme::Unix, Address::Path(p)) => Ok(p),
+        _ => Err(endpoint.wrong_backend("unix")),
+    }
+}
+
+fn connection(stream: UnixStream, path: &Path, max_frame_size: usize) -> Connection {
+    let (r, w) = stream.into_split();
+    let remote = path.display().to_string();
+    Connection::from_stream(
+        r,
+        w,
+        PeerInfo {
+            transport: "unix",
+            remote,
+        },
+        max_frame_size,
+    )
+}
+
+/// Connects to `unix://` endpoints.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UnixTransport;
+
+#[async_trait]
+impl ClientTransport for UnixTransport {
+    async fn connect(&self, endpoint: &Endpoint) -> Result<Connection, TransportError> {
+        let path = path_of(endpoint)?;
+        let stream = UnixStream::connect(path)
+            .await
+            .map_err(|source| TransportError::Connect {
+                url: endpoint.url().to_owned(),
+                source,
+            })?;
+        Ok(connection(stream, path, endpoint.max_frame_size()))
+    }
+}
+
+/// A bound `unix://` listener; removes its socket file when dropped.
+#[derive(Debug)]
+pub struct UnixListener {
+    listener: TokioListener,
+    endpoint: Endpoint,
+    path: PathBuf,
+    /// (device, inode) of the socket file we created, so drop removes only ours.
+    identity: Option<(u64, u64)>,
+}
+
+impl UnixListener {
+    /// Binds `endpoint`, replacing a stale socket file if nothing listens on it.
+    pub async fn bind(endpoint: &Endpoint) -> Result<UnixListener, TransportError> {
+        let path = path_of(endpoint)?.to_path_buf();
+        let fail = |source: io::Error| TransportError::Bind {
+            url: endpoint.url().to_owned(),
+            source,
+        };
+        if let Ok(meta) = std::fs::symlink_metadata(&path) {
+            if !meta.file_type().is_socket() {
+                return Err(fail(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!(
+                        "{} exists and is not a socket; remove it or choose another path",
+                        path.display()
+                    ),
+                )));
+            }
+            match UnixStream::connect(&path).await {
+                Ok(_) => {
+                    return Err(fail(io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        format!("another process is listening on {}", path.display()),
+                    )))
+                }
+                Err(_) => {
+                    tracing::info!(path = %path.display(), "replacing stale socket file");
+                    std::fs::remove_file(&path).map_err(fail)?;
+                }
+            }
+        }
+        let listener = TokioListener::bind(&path).map_err(fail)?;
+        if let Some(mode) = endpoint.unix_mode() {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).map_err(fail)?;
+        }
+        let identity = std::fs::metadata(&path).ok().map(|m| (m.dev(), m.ino()));
+        Ok(UnixListener {
+            listener,
+            endpoint: endpoint.clone(),
+            path,
+            identity,
+        })
+    }
+}
+
+impl Drop for UnixListener {
+    fn drop(&mut self) {
+        let ours = std::fs::metadata(&self.path)
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
+        if ours.is_some() && ours == self.identity {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+#[async_trait]
+impl ServerTransport for UnixListener {
+    async fn accept(&mut self) -> Result<Connection, TransportError> {
+        let (stream, _) = self.listener.accept().await?;
+        Ok(connection(
+            stream,
+            &self.path,
+            self.endpoint.max_frame_size(),
+        ))
+    }
+
+    fn local_endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(path: &Path) -> Endpoint {
+        Endpoint::parse(&format!("unix://{}", path.display())).unwrap()
+    }
+
+    #[tokio::test]
+    async fn stale_file_is_replaced_live_listener_and_plain_file_are_not() {
+        let dir = std::env::temp_dir().join(format!("plexwire-unix-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("stale.sock");
+        // A stale socket: bound by std, then the listener dropped without removing the file.
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        assert!(path.exists());
+        let live = UnixListener::bind(&ep(&path))
+            .await
+            .expect("stale socket replaced");
+        let e = UnixListener::bind(&ep(&path))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("another process is listening"), "{e}");
+        drop(live);
+        assert!(!path.exists(), "socket file removed on drop");
+
+        let plain = dir.join("plain");
+        std::fs::write(&plain, b"x").unwrap();
+        let e = UnixListener::bind(&ep(&plain))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is not a socket"), "{e}");
+        assert!(plain.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn mode_is_applied() {
+        let dir = std::env::temp_dir().join(format!("plexwire-unix-mode-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m.sock");
+        let e = Endpoint::parse(&format!("unix://{}?mode=600", path.display())).unwrap();
+        let l = UnixListener::bind(&e).await.unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        drop(l);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
