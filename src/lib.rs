@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod broker;
 pub mod codec;
 pub mod protocol;
 pub mod transport;

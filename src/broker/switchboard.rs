@@ -1,0 +1,699 @@
+//! The switchboard: the broker's routing state, without any I/O.
+//!
+//! Like quinn-proto's `Connection`, it is a plain struct. The async shell
+//! around it (the [`Broker`](super::Broker)) feeds it events through the
+//! `handle_*` methods and then drains [`Switchboard::poll_transmit`] and sends
+//! each packet to the connection it names. It never blocks, never allocates
+//! per connection beyond its tables, and is tested with plain unit tests and a
+//! randomized model test (see `tests/switchboard_model.rs`).
+//!
+//! Call order: `handle_connect` once per connection, then any number of
+//! `handle_packet`, then `handle_disconnect`; after each call, drain
+//! `poll_transmit` until it returns `None`.
+//!
+//! # Rules
+//!
+//! - Every RUN gets exactly one final RESULT: from its worker, or from the
+//!   switchboard (BAD_PACKET, COOKIE_COLLISION, NO_CAPACITY,
+//!   UNKNOWN_PIPELINE, CANCELLED, WORKER_WENT_AWAY). Detached runs get none.
+//! - Dispatch goes to the least-loaded registered worker that serves the
+//!   pipeline; with no free slot the run waits in a bounded FIFO queue.
+//! - A legacy (HELLO-less, ReasonChip 0.0.6) peer never receives a packet
+//!   type, field or result code it does not know: native codes become the
+//!   nearest legacy code with the real outcome in `error`; EVENTs are dropped.
+//! - CANCEL of a run on a legacy worker is never forwarded (a ReasonChip 0.0.6
+//!   worker exits on CANCEL): the client is answered CANCELLED at once, and
+//!   the worker's slot stays busy until its late RESULT arrives, which is
+//!   then dropped.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use uuid::Uuid;
+
+use crate::protocol::{Packet, PacketType, ResultCode};
+
+/// Identifies one connection to the broker; assigned by the shell.
+pub type PeerId = u64;
+
+/// Which listener set a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// A client connection (sends RUN and CANCEL).
+    Client,
+    /// A worker connection (sends REGISTER, RESULT and EVENT).
+    Worker,
+}
+
+/// Switchboard limits.
+#[derive(Debug, Clone)]
+pub struct SwitchboardConfig {
+    /// Runs that may wait for a free slot; 0 answers NO_CAPACITY at once, as ReasonChip does.
+    pub queue_limit: usize,
+    /// The largest capacity one REGISTER may announce.
+    pub max_capacity: u32,
+}
+
+impl Default for SwitchboardConfig {
+    fn default() -> Self {
+        SwitchboardConfig {
+            queue_limit: 1024,
+            max_capacity: 65_536,
+        }
+    }
+}
+
+/// A packet for the shell to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// The connection to send it on.
+    pub to: PeerId,
+    /// The packet, already in the form that peer understands.
+    pub packet: Packet,
+}
+
+/// Live counters, cheap to copy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SwitchboardStats {
+    /// Client connections.
+    pub clients: usize,
+    /// Worker connections (registered or not).
+    pub workers: usize,
+    /// Slots announced by registered workers.
+    pub total_capacity: u64,
+    /// Slots not running anything.
+    pub free_capacity: u64,
+    /// Runs waiting for a slot.
+    pub queued: usize,
+    /// Runs on a worker.
+    pub running: usize,
+    /// Routes held (queued + running, detached and abandoned included).
+    pub routes: usize,
+    /// Final RESULTs with rc OK.
+    pub completed: u64,
+    /// Final RESULTs per non-OK code.
+    pub failed: Vec<(ResultCode, u64)>,
+}
+
+#[derive(Debug)]
+struct Client {
+    native: bool,
+    /// Runs this client is waiting for (not detached).
+    runs: HashSet<Uuid>,
+}
+
+#[derive(Debug)]
+struct Worker {
+    native: bool,
+    /// Slots; 0 until REGISTER.
+    capacity: u32,
+    busy: u32,
+    /// None = serves every pipeline.
+    pipelines: Option<HashSet<String>>,
+    runs: HashSet<Uuid>,
+}
+
+impl Worker {
+    fn serves(&self, pipeline: &str) -> bool {
+        self.capacity > 0 && self.pipelines.as_ref().is_none_or(|p| p.contains(pipeline))
+    }
+}
+
+#[derive(Debug)]
+struct Route {
+    /// Who sent the RUN.
+    owner: PeerId,
+    /// Whether the owner waits for the result (not detached, not cancelled-early, still connected).
+    answer_owner: bool,
+    /// The worker running it; `None` while queued.
+    worker: Option<PeerId>,
+    /// The RUN, kept while queued.
+    run: Option<Packet>,
+    pipeline: String,
+}
+
+/// The broker's routing state.
+#[derive(Debug)]
+pub struct Switchboard {
+    config: SwitchboardConfig,
+    clients: HashMap<PeerId, Client>,
+    workers: HashMap<PeerId, Worker>,
+    routes: HashMap<Uuid, Route>,
+    queue: VecDeque<Uuid>,
+    out: VecDeque<Transmit>,
+    completed: u64,
+    failed: HashMap<ResultCode, u64>,
+    shutting_down: bool,
+}
+
+impl Switchboard {
+    /// An empty switchboard.
+    pub fn new(config: SwitchboardConfig) -> Switchboard {
+        Switchboard {
+            config,
+            clients: HashMap::new(),
+            workers: HashMap::new(),
+            routes: HashMap::new(),
+            queue: VecDeque::new(),
+            out: VecDeque::new(),
+            completed: 0,
+            failed: HashMap::new(),
+            shutting_down: false,
+        }
+    }
+
+    // ---- getters ----
+
+    /// Live counters.
+    pub fn stats(&self) -> SwitchboardStats {
+        let registered = self.workers.values().filter(|w| w.capacity > 0);
+        let (total, busy) = registered.fold((0u64, 0u64), |(t, b), w| {
+            (t + w.capacity as u64, b + w.busy as u64)
+        });
+        let mut failed: Vec<_> = self.failed.iter().map(|(k, v)| (*k, *v)).collect();
+        failed.sort_by_key(|(k, _)| k.as_str());
+        SwitchboardStats {
+            clients: self.clients.len(),
+            workers: self.workers.len(),
+            total_capacity: total,
+            free_capacity: total.saturating_sub(busy),
+            queued: self.queue.len(),
+            running: self.routes.values().filter(|r| r.worker.is_some()).count(),
+            routes: self.routes.len(),
+            completed: self.completed,
+            failed,
+        }
+    }
+
+    /// Whether a run with this cookie is routed (queued or running).
+    pub fn is_routed(&self, cookie: &Uuid) -> bool {
+        self.routes.contains_key(cookie)
+    }
+
+    // ---- inputs ----
+
+    /// A connection arrived on a client or worker listener. `native` says
+    /// whether it announced itself with HELLO.
+    pub fn handle_connect(&mut self, peer: PeerId, side: Side, native: bool) {
+        match side {
+            Side::Client => {
+                self.clients.insert(
+                    peer,
+                    Client {
+                        native,
+                        runs: HashSet::new(),
+                    },
+                );
+            }
+            Side::Worker => {
+                self.workers.insert(
+                    peer,
+                    Worker {
+                        native,
+                        capacity: 0,
+                        busy: 0,
+                        pipelines: None,
+                        runs: HashSet::new(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// A packet arrived from `peer`.
+    pub fn handle_packet(&mut self, peer: PeerId, packet: Packet) {
+        if self.clients.contains_key(&peer) {
+            self.client_packet(peer, packet);
+        } else if self.workers.contains_key(&peer) {
+            self.worker_packet(peer, packet);
+        } else {
+            tracing::warn!(peer, "packet from an unknown connection dropped");
+        }
+    }
+
+    /// `peer` is gone (closed, failed, or dropped by the shell).
+    pub fn handle_disconnect(&mut self, peer: PeerId) {
+        if let Some(client) = self.clients.remove(&peer) {
+            for cookie in client.runs {
+                self.orphan(cookie);
+            }
+        } else if let Some(worker) = self.workers.remove(&peer) {
+            for cookie in worker.runs {
+                if let Some(route) = self.routes.remove(&cookie) {
+                    if route.answer_owner {
+                        self.finish_to_owner(
+                            route.owner,
+                            Packet::error(
+                                Some(cookie),
+                                ResultCode::WorkerWentAway,
+                                "the worker running this pipeline went away",
+                            ),
+                        );
+                    }
+                }
+            }
+            self.answer_unservable_queued();
+        }
+    }
+
+    // ---- commands ----
+
+    /// Stops taking runs: new RUNs are refused, queued runs are answered
+    /// NO_CAPACITY, and native workers are told SHUTDOWN (to drain and leave).
+    pub fn begin_shutdown(&mut self) {
+        self.shutting_down = true;
+        let queued: Vec<Uuid> = self.queue.drain(..).collect();
+        for cookie in queued {
+            if let Some(route) = self.routes.remove(&cookie) {
+                self.detach_from_owner(route.owner, &cookie);
+                if route.answer_owner {
+                    self.finish_to_owner(
+                        route.owner,
+                        Packet::error(
+                            Some(cookie),
+                            ResultCode::NoCapacity,
+                            "the broker is shutting down",
+                        ),
+                    );
+                }
+            }
+        }
+        let natives: Vec<PeerId> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.native)
+            .map(|(p, _)| *p)
+            .collect();
+        for w in natives {
+            self.emit(w, Packet::new(PacketType::Shutdown));
+        }
+    }
+
+    /// Answers every run still open with `rc` (used when a shutdown's grace
+    /// period ends) and forgets them.
+    pub fn abort_all(&mut self, rc: ResultCode, why: &str) {
+        let cookies: Vec<Uuid> = self.routes.keys().copied().collect();
+        for cookie in cookies {
+            if let Some(route) = self.routes.remove(&cookie) {
+                if let Some(w) = route.worker.and_then(|w| self.workers.get_mut(&w)) {
+                    w.runs.remove(&cookie);
+                    w.busy = w.busy.saturating_sub(1);
+                }
+                self.detach_from_owner(route.owner, &cookie);
+                if route.answer_owner {
+                    self.finish_to_owner(route.owner, Packet::error(Some(cookie), rc, why));
+                }
+            }
+        }
+        self.queue.clear();
+    }
+
+    // ---- outputs ----
+
+    /// The next packet to send, if any.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+
+    // ---- internals ----
+
+    fn client_packet(&mut self, peer: PeerId, p: Packet) {
+        match p.packet_type {
+            PacketType::Run => self.run(peer, p),
+            PacketType::Cancel => self.cancel(peer, p),
+            PacketType::Ping => self.emit(peer, Packet::new(PacketType::Pong)),
+            PacketType::Pong => {}
+            other => {
+                tracing::debug!(peer, %other, "packet type not allowed from a client");
+                self.emit(
+                    peer,
+                    Packet::error(
+                        p.cookie,
+                        ResultCode::UnsupportedPacketType,
+                        "Packet type not supported on this client",
+                    ),
+                );
+            }
+        }
+    }
+
+    fn worker_packet(&mut self, peer: PeerId, p: Packet) {
+        match p.packet_type {
+            PacketType::Register => self.register(peer, p),
+            PacketType::Result => self.result(peer, p),
+            PacketType::Event => self.event(peer, p),
+            PacketType::Ping => self.emit(peer, Packet::new(PacketType::Pong)),
+            PacketType::Pong => {}
+            other => {
+                tracing::warn!(peer, %other, "packet type not allowed from a worker; dropped");
+                if self.workers.get(&peer).is_some_and(|w| w.native) {
+                    self.emit(
+                        peer,
+                        Packet::error(
+                            p.cookie,
+                            ResultCode::UnsupportedPacketType,
+                            "Packet type not supported on this worker",
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    fn register(&mut self, peer: PeerId, p: Packet) {
+        let max = self.config.max_capacity;
+        let capacity = match p.capacity {
+            Some(c) if c >= 1 && c <= max as i64 => c as u32,
+            other => {
+                let got = other.map_or("none".to_owned(), |c| c.to_string());
+                tracing::warn!(peer, capacity = %got, "REGISTER refused");
+                self.emit(
+                    peer,
+                    Packet::error(
+                        None,
+                        ResultCode::BadPacket,
+                        format!("capacity must be between 1 and {max}, got {got}"),
+                    ),
+                );
+                return;
+            }
+        };
+        let Some(w) = self.workers.get_mut(&peer) else {
+            return;
+        };
+        w.capacity = capacity;
+        w.pipelines = p.pipelines.map(|v| v.into_iter().collect());
+        tracing::debug!(peer, capacity, pipelines = ?w.pipelines, "worker registered");
+        self.dispatch_queued();
+    }
+
+    fn run(&mut self, peer: PeerId, p: Packet) {
+        let Some(cookie) = p.cookie else {
+            return self.finish_to_owner(
+                peer,
+                Packet::error(None, ResultCode::BadPacket, "Missing cookie"),
+            );
+        };
+        let pipeline = match p.pipeline.as_deref() {
+            Some(name) if !name.is_empty() => name.to_owned(),
+            _ => {
+                return self.emit(
+                    peer,
+                    Packet::error(Some(cookie), ResultCode::BadPacket, "Missing pipeline"),
+                )
+            }
+        };
+        if self.routes.contains_key(&cookie) {
+            return self.finish_to_owner(
+                peer,
+                Packet::error(Some(cookie), ResultCode::CookieCollision, "Already in use"),
+            );
+        }
+        if self.shutting_down {
+            return self.finish_to_owner(
+                peer,
+                Packet::error(
+                    Some(cookie),
+                    ResultCode::NoCapacity,
+                    "the broker is shutting down",
+                ),
+            );
+        }
+        if !self.workers.values().any(|w| w.serves(&pipeline)) {
+            let answer = self.unservable(cookie, &pipeline);
+            return self.finish_to_owner(peer, answer);
+        }
+        let detached = p.detach == Some(true);
+        let chosen = self.least_loaded(&pipeline);
+        if chosen.is_none() && self.queue.len() >= self.config.queue_limit {
+            return self.finish_to_owner(
+                peer,
+                Packet::error(
+                    Some(cookie),
+                    ResultCode::NoCapacity,
+                    "No capacity available",
+                ),
+            );
+        }
+        if !detached {
+            if let Some(c) = self.clients.get_mut(&peer) {
+                c.runs.insert(cookie);
+            }
+        }
+        self.routes.insert(
+            cookie,
+            Route {
+                owner: peer,
+                answer_owner: !detached,
+                worker: None,
+                run: None,
+                pipeline,
+            },
+        );
+        match chosen {
+            Some(w) => self.start(cookie, w, p),
+            None => {
+                if let Some(r) = self.routes.get_mut(&cookie) {
+                    r.run = Some(p);
+                }
+                self.queue.push_back(cookie);
+            }
+        }
+    }
+
+    fn unservable(&self, cookie: Uuid, pipeline: &str) -> Packet {
+        if self.workers.values().all(|w| w.capacity == 0) {
+            Packet::error(
+                Some(cookie),
+                ResultCode::NoCapacity,
+                "No capacity available",
+            )
+        } else {
+            Packet::error(
+                Some(cookie),
+                ResultCode::UnknownPipeline,
+                format!("no registered worker serves pipeline `{pipeline}`"),
+            )
+        }
+    }
+
+    /// The registered worker with a free slot and the lowest busy/capacity ratio.
+    fn least_loaded(&self, pipeline: &str) -> Option<PeerId> {
+        self.workers
+            .iter()
+            .filter(|(_, w)| w.busy < w.capacity && w.serves(pipeline))
+            .min_by(|(ia, a), (ib, b)| {
+                (a.busy as u64 * b.capacity as u64)
+                    .cmp(&(b.busy as u64 * a.capacity as u64))
+                    .then(b.capacity.cmp(&a.capacity))
+                    .then(ia.cmp(ib))
+            })
+            .map(|(id, _)| *id)
+    }
+
+    fn start(&mut self, cookie: Uuid, worker: PeerId, run: Packet) {
+        let Some(w) = self.workers.get_mut(&worker) else {
+            return;
+        };
+        w.busy += 1;
+        w.runs.insert(cookie);
+        if let Some(r) = self.routes.get_mut(&cookie) {
+            r.worker = Some(worker);
+            r.run = None;
+        }
+        self.emit(worker, run);
+    }
+
+    fn dispatch_queued(&mut self) {
+        let mut i = 0;
+        while i < self.queue.len() {
+            let cookie = self.queue[i];
+            let Some(pipeline) = self.routes.get(&cookie).map(|r| r.pipeline.clone()) else {
+                self.queue.remove(i);
+                continue;
+            };
+            match self.least_loaded(&pipeline) {
+                Some(w) => {
+                    self.queue.remove(i);
+                    let run = self.routes.get_mut(&cookie).and_then(|r| r.run.take());
+                    if let Some(run) = run {
+                        self.start(cookie, w, run);
+                    }
+                }
+                None => i += 1,
+            }
+            if self.workers.values().all(|w| w.busy >= w.capacity) {
+                break;
+            }
+        }
+    }
+
+    /// Queued runs that no remaining worker could ever serve are answered.
+    fn answer_unservable_queued(&mut self) {
+        let stuck: Vec<Uuid> = self
+            .queue
+            .iter()
+            .filter(|c| {
+                self.routes
+                    .get(c)
+                    .is_some_and(|r| !self.workers.values().any(|w| w.serves(&r.pipeline)))
+            })
+            .copied()
+            .collect();
+        for cookie in stuck {
+            self.queue.retain(|c| *c != cookie);
+            if let Some(route) = self.routes.remove(&cookie) {
+                self.detach_from_owner(route.owner, &cookie);
+                if route.answer_owner {
+                    let answer = self.unservable(cookie, &route.pipeline);
+                    self.finish_to_owner(route.owner, answer);
+                }
+            }
+        }
+    }
+
+    fn cancel(&mut self, peer: PeerId, p: Packet) {
+        let Some(cookie) = p.cookie else {
+            return self.emit(
+                peer,
+                Packet::error(None, ResultCode::BadPacket, "Missing cookie"),
+            );
+        };
+        let Some(route) = self.routes.get_mut(&cookie).filter(|r| r.owner == peer) else {
+            return self.emit(
+                peer,
+                Packet::error(Some(cookie), ResultCode::CookieNotFound, "No such cookie"),
+            );
+        };
+        match route.worker {
+            None => {
+                let route = self.routes.remove(&cookie).expect("route just seen");
+                self.queue.retain(|c| *c != cookie);
+                self.detach_from_owner(peer, &cookie);
+                if route.answer_owner {
+                    self.finish_to_owner(
+                        peer,
+                        Packet::error(
+                            Some(cookie),
+                            ResultCode::Cancelled,
+                            "cancelled while queued",
+                        ),
+                    );
+                }
+            }
+            Some(w) => {
+                let native_worker = self.workers.get(&w).is_some_and(|w| w.native);
+                if native_worker {
+                    self.emit(w, Packet::cancel(cookie));
+                } else {
+                    // Forwarding would kill a ReasonChip 0.0.6 worker. Answer
+                    // now; the slot stays busy until the worker's RESULT.
+                    let was_waiting = std::mem::replace(&mut route.answer_owner, false);
+                    self.detach_from_owner(peer, &cookie);
+                    if was_waiting {
+                        self.finish_to_owner(
+                            peer,
+                            Packet::error(
+                                Some(cookie),
+                                ResultCode::Cancelled,
+                                "cancelled; the legacy worker finishes the run and its result is discarded",
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn result(&mut self, peer: PeerId, p: Packet) {
+        let Some(cookie) = p
+            .cookie
+            .filter(|c| self.routes.get(c).is_some_and(|r| r.worker == Some(peer)))
+        else {
+            tracing::warn!(peer, cookie = ?p.cookie, "RESULT for a run this worker does not hold; dropped");
+            return;
+        };
+        let route = self.routes.remove(&cookie).expect("route just seen");
+        if let Some(w) = self.workers.get_mut(&peer) {
+            w.runs.remove(&cookie);
+            w.busy = w.busy.saturating_sub(1);
+        }
+        self.detach_from_owner(route.owner, &cookie);
+        if route.answer_owner {
+            self.finish_to_owner(route.owner, p);
+        } else {
+            self.count(p.rc.unwrap_or(ResultCode::Ok));
+        }
+        self.dispatch_queued();
+    }
+
+    fn event(&mut self, peer: PeerId, p: Packet) {
+        let Some(route) = p
+            .cookie
+            .and_then(|c| self.routes.get(&c))
+            .filter(|r| r.worker == Some(peer))
+        else {
+            tracing::debug!(peer, cookie = ?p.cookie, "EVENT for a run this worker does not hold; dropped");
+            return;
+        };
+        if route.answer_owner {
+            let owner = route.owner;
+            self.emit(owner, p);
+        }
+    }
+
+    /// The owner stopped waiting for `cookie` (it disconnected).
+    fn orphan(&mut self, cookie: Uuid) {
+        let Some(route) = self.routes.get_mut(&cookie) else {
+            return;
+        };
+        route.answer_owner = false;
+        match route.worker {
+            None => {
+                self.routes.remove(&cookie);
+                self.queue.retain(|c| *c != cookie);
+            }
+            Some(w) => {
+                if self.workers.get(&w).is_some_and(|w| w.native) {
+                    self.emit(w, Packet::cancel(cookie));
+                }
+            }
+        }
+    }
+
+    fn detach_from_owner(&mut self, owner: PeerId, cookie: &Uuid) {
+        if let Some(c) = self.clients.get_mut(&owner) {
+            c.runs.remove(cookie);
+        }
+    }
+
+    fn finish_to_owner(&mut self, owner: PeerId, result: Packet) {
+        self.count(result.rc.unwrap_or(ResultCode::Ok));
+        self.emit(owner, result);
+    }
+
+    fn count(&mut self, rc: ResultCode) {
+        if rc == ResultCode::Ok {
+            self.completed += 1;
+        } else {
+            *self.failed.entry(rc).or_default() += 1;
+        }
+    }
+
+    /// Queues `packet` for `to`, in the form that peer understands.
+    fn emit(&mut self, to: PeerId, packet: Packet) {
+        let native = self
+            .clients
+            .get(&to)
+            .map(|c| c.native)
+            .or_else(|| self.workers.get(&to).map(|w| w.native));
+        let packet = match native {
+            None => return, // gone
+            Some(true) => packet,
+            Some(false) => match packet.to_legacy() {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        self.out.push_back(Transmit { to, packet });
+    }
+}

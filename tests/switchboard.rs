@@ -1,0 +1,454 @@
+//! The switchboard's rules, one test each. No sockets, no tokio.
+
+use plexwire::broker::{PeerId, Side, Switchboard, SwitchboardConfig, Transmit};
+use plexwire::protocol::{Packet, PacketType, Payload, ResultCode};
+use uuid::Uuid;
+
+const C: PeerId = 1; // native client
+const L: PeerId = 2; // legacy client
+const W: PeerId = 10; // native worker
+const X: PeerId = 11; // legacy worker
+
+fn sb(queue_limit: usize) -> Switchboard {
+    Switchboard::new(SwitchboardConfig {
+        queue_limit,
+        max_capacity: 1000,
+    })
+}
+
+fn drain(s: &mut Switchboard) -> Vec<Transmit> {
+    std::iter::from_fn(|| s.poll_transmit()).collect()
+}
+
+fn run(pipeline: &str) -> (Uuid, Packet) {
+    let c = Uuid::new_v4();
+    (
+        c,
+        Packet::run(c, pipeline, Some(Payload::from_json_text("{}")), false),
+    )
+}
+
+fn rc_to(out: &[Transmit], to: PeerId) -> Vec<ResultCode> {
+    out.iter()
+        .filter(|t| t.to == to && t.packet.packet_type == PacketType::Result)
+        .filter_map(|t| t.packet.rc)
+        .collect()
+}
+
+fn setup(s: &mut Switchboard) {
+    s.handle_connect(C, Side::Client, true);
+    s.handle_connect(L, Side::Client, false);
+}
+
+#[test]
+fn register_needs_a_sane_capacity() {
+    let mut s = sb(0);
+    s.handle_connect(W, Side::Worker, true);
+    for bad in [None, Some(0), Some(-1), Some(100_000_000)] {
+        s.handle_packet(
+            W,
+            Packet {
+                capacity: bad,
+                ..Packet::new(PacketType::Register)
+            },
+        );
+        let out = drain(&mut s);
+        assert_eq!(rc_to(&out, W), vec![ResultCode::BadPacket], "{bad:?}");
+        assert!(out[0]
+            .packet
+            .error
+            .as_ref()
+            .unwrap()
+            .contains("between 1 and 1000"));
+    }
+    assert_eq!(s.stats().total_capacity, 0);
+    s.handle_packet(W, Packet::register(3, None));
+    assert!(drain(&mut s).is_empty());
+    assert_eq!((s.stats().total_capacity, s.stats().free_capacity), (3, 3));
+}
+
+#[test]
+fn run_needs_cookie_and_pipeline() {
+    let mut s = sb(0);
+    setup(&mut s);
+    s.handle_packet(
+        C,
+        Packet {
+            cookie: None,
+            ..run("p").1
+        },
+    );
+    let out = drain(&mut s);
+    assert_eq!(
+        (out[0].packet.rc, out[0].packet.error.as_deref()),
+        (Some(ResultCode::BadPacket), Some("Missing cookie"))
+    );
+    let (c, mut p) = run("p");
+    p.pipeline = Some(String::new());
+    s.handle_packet(L, p);
+    let out = drain(&mut s);
+    assert_eq!(out[0].packet.cookie, Some(c));
+    assert_eq!(out[0].packet.error.as_deref(), Some("Missing pipeline"));
+}
+
+#[test]
+fn least_loaded_worker_wins() {
+    let mut s = sb(0);
+    setup(&mut s);
+    s.handle_connect(W, Side::Worker, true);
+    s.handle_connect(X, Side::Worker, true);
+    s.handle_packet(W, Packet::register(2, None));
+    s.handle_packet(X, Packet::register(4, None));
+    let mut to = Vec::new();
+    for _ in 0..6 {
+        s.handle_packet(C, run("p").1);
+        to.extend(drain(&mut s).into_iter().map(|t| t.to));
+    }
+    // Ties go to the bigger worker; then load ratios stay balanced.
+    assert_eq!(to, vec![X, W, X, X, W, X]);
+    s.handle_packet(C, run("p").1);
+    assert_eq!(rc_to(&drain(&mut s), C), vec![ResultCode::NoCapacity]);
+}
+
+#[test]
+fn cookie_collision_across_clients() {
+    let mut s = sb(0);
+    setup(&mut s);
+    s.handle_connect(W, Side::Worker, false);
+    s.handle_packet(W, Packet::register(4, None));
+    let (_, p) = run("p");
+    s.handle_packet(C, p.clone());
+    drain(&mut s);
+    s.handle_packet(L, p);
+    let out = drain(&mut s);
+    assert_eq!(rc_to(&out, L), vec![ResultCode::CookieCollision]);
+    assert_eq!(out[0].packet.error.as_deref(), Some("Already in use"));
+}
+
+#[test]
+fn unknown_pipeline_is_native_only() {
+    let mut s = sb(4);
+    setup(&mut s);
+    // No worker at all: NO_CAPACITY for everyone, as ReasonChip.
+    s.handle_packet(C, run("p").1);
+    assert_eq!(rc_to(&drain(&mut s), C), vec![ResultCode::NoCapacity]);
+    s.handle_connect(W, Side::Worker, true);
+    s.handle_packet(W, Packet::register(1, Some(vec!["echo".into()])));
+    s.handle_packet(C, run("nope").1);
+    let out = drain(&mut s);
+    assert_eq!(rc_to(&out, C), vec![ResultCode::UnknownPipeline]);
+    assert!(out[0].packet.error.as_ref().unwrap().contains("`nope`"));
+    s.handle_packet(L, run("nope").1);
+    let out = drain(&mut s);
+    assert_eq!(
+        rc_to(&out, L),
+        vec![ResultCode::NoCapacity],
+        "legacy clients never see UNKNOWN_PIPELINE"
+    );
+    assert!(out[0]
+        .packet
+        .error
+        .as_ref()
+        .unwrap()
+        .starts_with("UNKNOWN_PIPELINE: "));
+}
+
+#[test]
+fn bounded_queue_dispatches_in_order() {
+    let mut s = sb(2);
+    setup(&mut s);
+    s.handle_connect(W, Side::Worker, true);
+    s.handle_packet(W, Packet::register(1, None));
+    let (a, pa) = run("p");
+    let (b, pb) = run("p");
+    let (c, pc) = run("p");
+    let (d, pd) = run("p");
+    for p in [pa, pb, pc, pd] {
+        s.handle_packet(C, p);
+    }
+    let out = drain(&mut s);
+    assert_eq!(out.len(), 2, "a dispatched, d refused: {out:?}");
+    assert_eq!((out[0].to, out[0].packet.cookie), (W, Some(a)));
+    assert_eq!(
+        (out[1].packet.cookie, out[1].packet.rc),
+        (Some(d), Some(ResultCode::NoCapacity))
+    );
+    assert_eq!(s.stats().queued, 2);
+    s.handle_packet(W, Packet::ok(a, None));
+    let out = drain(&mut s);
+    assert_eq!(
+        out.iter()
+            .map(|t| (t.to, t.packet.cookie.unwrap()))
+            .collect::<Vec<_>>(),
+        vec![(C, a), (W, b)]
+    );
+    s.handle_packet(W, Packet::ok(b, None));
+    let out = drain(&mut s);
+    assert_eq!(out[1].packet.cookie, Some(c));
+}
+
+#[test]
+fn queue_zero_is_reasonchips_immediate_no_capacity() {
+    let mut s = sb(0);
+    setup(&mut s);
+    s.handle_connect(X, Side::Worker, false);
+    s.handle_packet(X, Packet::register(1, None));
+    s.handle_packet(L, run("p").1);
+    s.handle_packet(L, run("p").1);
+    let out = drain(&mut s);
+    assert_eq!(out[1].packet.rc, Some(ResultCode::NoCapacity));
+    assert_eq!(
+        out[1].packet.error.as_deref(),
+        Some("No capacity available")
+    );
+}
+
+#[test]
+fn cancel_queued_is_answered_by_the_broker() {
+    let mut s = sb(4);
+    setup(&mut s);
+    s.handle_connect(W, Side::Worker, true);
+    s.handle_packet(W, Packet::register(1, None));
+    s.handle_packet(C, run("p").1);
+    let (q, pq) = run("p");
+    s.handle_packet(C, pq);
+    drain(&mut s);
+    s.handle_packet(C, Packet::cancel(q));
+    let out = drain(&mut s);
+    assert_eq!(rc_to(&out, C), vec![ResultCode::Cancelled]);
+    assert_eq!(s.stats().queued, 0);
+    assert!(!s.is_routed(&q));
+}
+
+#[test]
+fn cancel_running_on_native_worker_is_forwarded_and_its_result_closes_it() {
+    let mut s = sb(0);
+    setup(&mut s);
+    s.handle_connect(W, Side::Worker, true);
+    s.handle_packet(W, Packet::register(1, None));
+    let (c, p) = run("p");
+    s.handle_packet(C, p);
+    drain(&mut s);
+    s.handle_packet(C, Packet::cancel(c));
+    let out = drain(&mut s);
+    assert_eq!(
+        (out[0].to, out[0].packet.packet_type),
+        (W, PacketType::Cancel)
+    );
+    s.handle_packet(
+        W,
+        Packet::error(Some(c), ResultCode::Cancelled, "cancelled"),
+    );
+    assert_eq!(rc_to(&drain(&mut s), C), vec![ResultCode::Cancelled]);
+    assert_eq!(s.stats().free_capacity, 1);
+}
+
+#[test]
+fn cancel_aimed_at_a_legacy_worker_is_answered_not_forwarded() {
+    let mut s = sb(0);
+    setup(&mut s);
+    s.handle_connect(X, Side::Worker, false);
+    s.handle_packet(X, Packet::register(1, None));
+    let (c, p) = run("p");
+    s.handle_packet(L, p);
+    drain(&mut s);
+    s.handle_packet(L, Packet::cancel(c));
+    let out = drain(&mut s);
+    assert_eq!(out.len(), 1, "nothing goes to the worker: {out:?}");
+    assert_eq!(
+        (out[0].to, out[0].packet.rc),
+        (L, Some(ResultCode::Exception))
+    );
+    assert!(out[0]
+        .packet
+        .error
+        .as_ref()
+        .unwrap()
+        .starts_with("CANCELLED: "));
+    assert_eq!(
+        s.stats().free_capacity,
+        0,
+        "the slot is busy until the worker answers"
+    );
+    s.handle_packet(X, Packet::ok(c, Some(Payload::from_json_text("1"))));
+    assert!(drain(&mut s).is_empty(), "the late result is discarded");
+    assert_eq!((s.stats().free_capacity, s.stats().routes), (1, 0));
+}
+
+#[test]
+fn cancel_of_unknown_or_foreign_cookie() {
+    let mut s = sb(0);
+    setup(&mut s);
+    s.handle_connect(W, Side::Worker, true);
+    s.handle_packet(W, Packet::register(1, None));
+    let (c, p) = run("p");
+    s.handle_packet(C, p);
+    drain(&mut s);
+    s.handle_packet(L, Packet::cancel(c));
+    s.handle_packet(L, Packet::cancel(Uuid::new_v4()));
+    let out = drain(&mut s);
+    assert_eq!(rc_to(&out, L), vec![ResultCode::CookieNotFound; 2]);
+    assert_eq!(out[0].packet.error.as_deref(), Some("No such cookie"));
+    assert!(s.is_routed(&c));
+}
+
+#[test]
+fn result_for_a_cookie_the_worker_never_got_is_dropped() {
+    let mut s = sb(0);
+    setup(&mut s);
+    s.handle_connect(W, Side::Worker, true);
+    s.handle_connect(X, Side::Worker, true);
+    s.handle_packet(W, Packet::register(1, None));
+    s.handle_packet(X, Packet::register(1, None));
+    let (c, p) = run("p");
+    s.handle_packet(C, p);
+    let holder = drain(&mut s)[0].to;
+    let other = if holder == W { X } else { W };
+    s.handle_packet(other, Packet::ok(c, None));
+    s.handle_packet(other, Packet::ok(Uuid::new_v4(), None));
+    s.handle_packet(
+        other,
+        Packet {
+            cookie: None,
+            ..Packet::ok(c, None)
+        },
+    );
+    assert!(drain(&mut s).is_empty());
+    assert!(s.is_routed(&c));
+    assert_eq!(s.stats().free_capacity, 1);
+}
+
+#[test]
+fn events_reach_native_clients_only() {
+    let mut s = sb(0);
+    setup(&mut s);
+    s.handle_connect(W, Side::Worker, true);
+    s.handle_packet(W, Packet::register(2, None));
+    let (a, pa) = run("p");
+    let (b, pb) = run("p");
+    s.handle_packet(C, pa);
+    s.handle_packet(L, pb);
+    drain(&mut s);
+    s.handle_packet(W, Packet::event(a, Payload::from_json_text("1")));
+    s.handle_packet(W, Packet::event(b, Payload::from_json_text("2")));
+    let out = drain(&mut s);
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        (out[0].to, out[0].packet.packet_type),
+        (C, PacketType::Event)
+    );
+}
+
+#[test]
+fn detached_runs_go_on_without_the_client() {
+    let mut s = sb(0);
+    setup(&mut s);
+    s.handle_connect(W, Side::Worker, true);
+    s.handle_packet(W, Packet::register(1, None));
+    let c = Uuid::new_v4();
+    s.handle_packet(C, Packet::run(c, "p", None, true));
+    assert_eq!(drain(&mut s)[0].to, W);
+    s.handle_disconnect(C);
+    assert!(
+        drain(&mut s).is_empty(),
+        "a detached run is not cancelled when its client leaves"
+    );
+    s.handle_packet(W, Packet::ok(c, None));
+    assert!(drain(&mut s).is_empty());
+    assert_eq!(
+        (
+            s.stats().routes,
+            s.stats().free_capacity,
+            s.stats().completed
+        ),
+        (0, 1, 1)
+    );
+}
+
+#[test]
+fn client_gone_cancels_its_runs_and_drops_its_queue() {
+    let mut s = sb(4);
+    setup(&mut s);
+    s.handle_connect(W, Side::Worker, true);
+    s.handle_packet(W, Packet::register(1, None));
+    let (a, pa) = run("p");
+    s.handle_packet(C, pa);
+    s.handle_packet(C, run("p").1);
+    drain(&mut s);
+    s.handle_disconnect(C);
+    let out = drain(&mut s);
+    assert_eq!(
+        (out.len(), out[0].to, out[0].packet.packet_type),
+        (1, W, PacketType::Cancel)
+    );
+    assert_eq!(s.stats().queued, 0);
+    s.handle_packet(W, Packet::error(Some(a), ResultCode::Cancelled, ""));
+    assert!(drain(&mut s).is_empty());
+    assert_eq!((s.stats().routes, s.stats().free_capacity), (0, 1));
+}
+
+#[test]
+fn worker_gone_answers_its_runs_and_unservable_queued_runs() {
+    let mut s = sb(4);
+    setup(&mut s);
+    s.handle_connect(W, Side::Worker, true);
+    s.handle_packet(W, Packet::register(1, Some(vec!["only-here".into()])));
+    s.handle_packet(C, run("only-here").1);
+    s.handle_packet(L, run("only-here").1);
+    drain(&mut s);
+    s.handle_disconnect(W);
+    let out = drain(&mut s);
+    assert_eq!(rc_to(&out, C), vec![ResultCode::WorkerWentAway]);
+    assert_eq!(
+        rc_to(&out, L),
+        vec![ResultCode::NoCapacity],
+        "queued run answered once no worker can serve it"
+    );
+    assert_eq!(s.stats().routes, 0);
+}
+
+#[test]
+fn clients_may_not_send_worker_packets() {
+    let mut s = sb(0);
+    setup(&mut s);
+    let c = Uuid::new_v4();
+    s.handle_packet(
+        L,
+        Packet {
+            cookie: Some(c),
+            ..Packet::new(PacketType::Shutdown)
+        },
+    );
+    let out = drain(&mut s);
+    assert_eq!(out[0].packet.rc, Some(ResultCode::UnsupportedPacketType));
+    assert_eq!(
+        out[0].packet.error.as_deref(),
+        Some("Packet type not supported on this client")
+    );
+    assert_eq!(out[0].packet.cookie, Some(c));
+}
+
+#[test]
+fn shutdown_tells_native_workers_and_answers_the_queue() {
+    let mut s = sb(4);
+    setup(&mut s);
+    s.handle_connect(W, Side::Worker, true);
+    s.handle_connect(X, Side::Worker, false);
+    s.handle_packet(W, Packet::register(1, None));
+    s.handle_packet(C, run("p").1);
+    s.handle_packet(C, run("p").1);
+    drain(&mut s);
+    s.begin_shutdown();
+    let out = drain(&mut s);
+    assert_eq!(rc_to(&out, C), vec![ResultCode::NoCapacity]);
+    assert!(out
+        .iter()
+        .any(|t| t.to == W && t.packet.packet_type == PacketType::Shutdown));
+    assert!(
+        !out.iter().any(|t| t.to == X),
+        "legacy workers are not sent SHUTDOWN"
+    );
+    s.abort_all(ResultCode::BrokerWentAway, "grace period over");
+    assert_eq!(rc_to(&drain(&mut s), C), vec![ResultCode::BrokerWentAway]);
+    assert_eq!((s.stats().routes, s.stats().free_capacity), (0, 1));
+}

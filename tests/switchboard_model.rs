@@ -1,0 +1,374 @@
+//! A randomized model test of the switchboard: long random sequences of
+//! connects, registers, runs, cancels, results, events and disconnects, with
+//! simulated workers that behave like plexwire workers (native: answer CANCEL
+//! with RESULT CANCELLED) or like ReasonChip 0.0.6 workers (legacy: finish the
+//! run). Checked after every sequence:
+//!
+//! - every RUN from a client that stayed connected got exactly one final RESULT
+//!   (detached runs none), and no client got a RESULT twice for one cookie;
+//! - legacy peers never received a native packet type or result code;
+//! - once the workers have answered everything they hold, free capacity equals
+//!   total capacity, and no route or queue entry is left.
+
+use std::collections::{HashMap, HashSet};
+
+use plexwire::broker::{PeerId, Side, Switchboard, SwitchboardConfig};
+use plexwire::protocol::{Packet, PacketType, Payload, ResultCode};
+use proptest::prelude::*;
+use uuid::Uuid;
+
+const PIPELINES: [&str; 3] = ["a", "b", "c"];
+
+#[derive(Debug, Clone)]
+enum Op {
+    ConnectClient {
+        native: bool,
+    },
+    ConnectWorker {
+        native: bool,
+        capacity: i64,
+        serves: Option<Vec<usize>>,
+    },
+    Run {
+        client: usize,
+        pipeline: usize,
+        detach: bool,
+        reuse_cookie: bool,
+    },
+    Cancel {
+        client: usize,
+        which: usize,
+    },
+    WorkerFinishes {
+        worker: usize,
+        which: usize,
+        ok: bool,
+    },
+    WorkerEvent {
+        worker: usize,
+        which: usize,
+    },
+    BogusResult {
+        worker: usize,
+    },
+    DisconnectClient {
+        client: usize,
+    },
+    DisconnectWorker {
+        worker: usize,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        1 => any::<bool>().prop_map(|native| Op::ConnectClient { native }),
+        1 => (any::<bool>(), 0i64..5, proptest::option::of(proptest::collection::vec(0usize..3, 1..3)))
+            .prop_map(|(native, capacity, serves)| Op::ConnectWorker { native, capacity, serves }),
+        6 => (0usize..8, 0usize..3, proptest::bool::weighted(0.1), proptest::bool::weighted(0.05))
+            .prop_map(|(client, pipeline, detach, reuse_cookie)| Op::Run { client, pipeline, detach, reuse_cookie }),
+        2 => (0usize..8, 0usize..16).prop_map(|(client, which)| Op::Cancel { client, which }),
+        5 => (0usize..6, 0usize..16, proptest::bool::weighted(0.8)).prop_map(|(worker, which, ok)| Op::WorkerFinishes { worker, which, ok }),
+        1 => (0usize..6, 0usize..16).prop_map(|(worker, which)| Op::WorkerEvent { worker, which }),
+        1 => (0usize..6).prop_map(|worker| Op::BogusResult { worker }),
+        1 => (0usize..8).prop_map(|client| Op::DisconnectClient { client }),
+        1 => (0usize..6).prop_map(|worker| Op::DisconnectWorker { worker }),
+    ]
+}
+
+#[derive(Default)]
+struct Model {
+    clients: Vec<(PeerId, bool)>, // (peer, native), connected ones
+    workers: Vec<(PeerId, bool)>,
+    gone: HashSet<PeerId>,
+    next_peer: PeerId,
+    /// Runs each worker has been handed and not yet answered.
+    held: HashMap<PeerId, Vec<Uuid>>,
+    /// Cancels a native worker has received and must answer.
+    cancels: HashMap<PeerId, Vec<Uuid>>,
+    /// Runs sent by each client: cookie → (detached, results received, last rc).
+    sent: HashMap<PeerId, HashMap<Uuid, (bool, u32, Option<ResultCode>)>>,
+    native: HashMap<PeerId, bool>,
+    last_cookie: Option<Uuid>,
+}
+
+impl Model {
+    fn peer(&mut self) -> PeerId {
+        self.next_peer += 1;
+        self.next_peer
+    }
+
+    fn pump(&mut self, s: &mut Switchboard) -> Result<(), TestCaseError> {
+        while let Some(t) = s.poll_transmit() {
+            prop_assert!(
+                !self.gone.contains(&t.to),
+                "packet for a disconnected peer: {t:?}"
+            );
+            let native = self.native[&t.to];
+            if !native {
+                prop_assert!(
+                    !t.packet.is_native(),
+                    "native packet to legacy peer: {:?}",
+                    t.packet
+                );
+            }
+            match t.packet.packet_type {
+                PacketType::Run => self
+                    .held
+                    .entry(t.to)
+                    .or_default()
+                    .push(t.packet.cookie.unwrap()),
+                PacketType::Cancel => {
+                    prop_assert!(native, "CANCEL sent to a legacy worker");
+                    self.cancels
+                        .entry(t.to)
+                        .or_default()
+                        .push(t.packet.cookie.unwrap());
+                }
+                // COOKIE_NOT_FOUND answers a CANCEL, not a run.
+                PacketType::Result if t.packet.rc != Some(ResultCode::CookieNotFound) => {
+                    if let Some(c) = t.packet.cookie {
+                        if let Some(entry) = self.sent.get_mut(&t.to).and_then(|m| m.get_mut(&c)) {
+                            entry.1 += 1;
+                            entry.2 = t.packet.rc;
+                            prop_assert!(entry.1 <= 1, "two RESULTs for {c}");
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn worker_answer(
+        &mut self,
+        s: &mut Switchboard,
+        w: PeerId,
+        cookie: Uuid,
+        ok: bool,
+    ) -> Result<(), TestCaseError> {
+        if let Some(h) = self.held.get_mut(&w) {
+            h.retain(|c| *c != cookie);
+        }
+        let p = if ok {
+            Packet::ok(cookie, Some(Payload::from_json_text("1")))
+        } else {
+            Packet::error(Some(cookie), ResultCode::ProcessorException, "boom")
+        };
+        s.handle_packet(w, p);
+        self.pump(s)
+    }
+
+    fn apply(&mut self, s: &mut Switchboard, op: Op) -> Result<(), TestCaseError> {
+        match op {
+            Op::ConnectClient { native } => {
+                let p = self.peer();
+                self.native.insert(p, native);
+                self.clients.push((p, native));
+                s.handle_connect(p, Side::Client, native);
+            }
+            Op::ConnectWorker {
+                native,
+                capacity,
+                serves,
+            } => {
+                let p = self.peer();
+                self.native.insert(p, native);
+                self.workers.push((p, native));
+                s.handle_connect(p, Side::Worker, native);
+                let pipelines = if native {
+                    serves.map(|v| v.into_iter().map(|i| PIPELINES[i].to_owned()).collect())
+                } else {
+                    None
+                };
+                s.handle_packet(p, Packet::register(capacity, pipelines));
+            }
+            Op::Run {
+                client,
+                pipeline,
+                detach,
+                reuse_cookie,
+            } => {
+                let Some(&(p, _)) = self.clients.get(client % self.clients.len().max(1)) else {
+                    return Ok(());
+                };
+                let cookie = match (reuse_cookie, self.last_cookie) {
+                    (true, Some(c)) => c,
+                    _ => Uuid::new_v4(),
+                };
+                self.last_cookie = Some(cookie);
+                // A cookie is free again once its run has ended.
+                let fresh = !s.is_routed(&cookie);
+                if fresh {
+                    for runs in self.sent.values_mut() {
+                        if let Some((detached, results, _)) = runs.remove(&cookie) {
+                            prop_assert!(
+                                detached || results == 1,
+                                "cookie {} reusable before its RESULT",
+                                cookie
+                            );
+                        }
+                    }
+                    self.sent
+                        .entry(p)
+                        .or_default()
+                        .insert(cookie, (detach, 0, None));
+                }
+                s.handle_packet(p, Packet::run(cookie, PIPELINES[pipeline], None, detach));
+                if !fresh {
+                    // A collision: answered with COOKIE_COLLISION, not counted as this run's result.
+                    while let Some(t) = s.poll_transmit() {
+                        if t.to == p
+                            && t.packet.cookie == Some(cookie)
+                            && t.packet.packet_type == PacketType::Result
+                        {
+                            prop_assert_eq!(t.packet.rc, Some(ResultCode::CookieCollision));
+                        } else {
+                            // Not expected: a collision produces only its answer.
+                            prop_assert!(false, "unexpected transmit on collision: {:?}", t);
+                        }
+                    }
+                }
+            }
+            Op::Cancel { client, which } => {
+                let Some(&(p, _)) = self.clients.get(client % self.clients.len().max(1)) else {
+                    return Ok(());
+                };
+                let mine: Vec<Uuid> = self
+                    .sent
+                    .get(&p)
+                    .map(|m| m.keys().copied().collect())
+                    .unwrap_or_default();
+                let cookie = if mine.is_empty() || which >= mine.len() + 2 {
+                    Uuid::new_v4()
+                } else {
+                    mine[which % mine.len()]
+                };
+                s.handle_packet(p, Packet::cancel(cookie));
+            }
+            Op::WorkerFinishes { worker, which, ok } => {
+                let Some(&(w, _)) = self.workers.get(worker % self.workers.len().max(1)) else {
+                    return Ok(());
+                };
+                // A native worker answers pending cancels first.
+                if let Some(c) = self.cancels.get_mut(&w).and_then(|v| v.pop()) {
+                    if self.held.get(&w).is_some_and(|h| h.contains(&c)) {
+                        if let Some(h) = self.held.get_mut(&w) {
+                            h.retain(|x| *x != c);
+                        }
+                        s.handle_packet(
+                            w,
+                            Packet::error(Some(c), ResultCode::Cancelled, "cancelled"),
+                        );
+                    }
+                    return self.pump(s);
+                }
+                let Some(h) = self.held.get(&w).filter(|h| !h.is_empty()) else {
+                    return Ok(());
+                };
+                let cookie = h[which % h.len()];
+                return self.worker_answer(s, w, cookie, ok);
+            }
+            Op::WorkerEvent { worker, which } => {
+                let Some(&(w, _)) = self.workers.get(worker % self.workers.len().max(1)) else {
+                    return Ok(());
+                };
+                let Some(h) = self.held.get(&w).filter(|h| !h.is_empty()) else {
+                    return Ok(());
+                };
+                s.handle_packet(
+                    w,
+                    Packet::event(h[which % h.len()], Payload::from_json_text("0")),
+                );
+            }
+            Op::BogusResult { worker } => {
+                let Some(&(w, _)) = self.workers.get(worker % self.workers.len().max(1)) else {
+                    return Ok(());
+                };
+                s.handle_packet(w, Packet::ok(Uuid::new_v4(), None));
+            }
+            Op::DisconnectClient { client } => {
+                if self.clients.is_empty() {
+                    return Ok(());
+                }
+                let (p, _) = self.clients.remove(client % self.clients.len());
+                self.gone.insert(p);
+                self.sent.remove(&p);
+                s.handle_disconnect(p);
+            }
+            Op::DisconnectWorker { worker } => {
+                if self.workers.is_empty() {
+                    return Ok(());
+                }
+                let (w, _) = self.workers.remove(worker % self.workers.len());
+                self.gone.insert(w);
+                self.held.remove(&w);
+                self.cancels.remove(&w);
+                s.handle_disconnect(w);
+            }
+        }
+        self.pump(s)
+    }
+
+    /// Workers answer everything they hold (cancels first), until quiet.
+    fn settle(&mut self, s: &mut Switchboard) -> Result<(), TestCaseError> {
+        for _ in 0..10_000 {
+            let Some((w, cookie, cancelled)) = self.workers.iter().find_map(|(w, _)| {
+                let held = self.held.get(w)?;
+                let cancelled = self
+                    .cancels
+                    .get(w)
+                    .and_then(|c| c.iter().find(|c| held.contains(c)).copied());
+                cancelled
+                    .map(|c| (*w, c, true))
+                    .or_else(|| held.first().map(|c| (*w, *c, false)))
+            }) else {
+                return Ok(());
+            };
+            if cancelled {
+                self.held.get_mut(&w).unwrap().retain(|c| *c != cookie);
+                s.handle_packet(
+                    w,
+                    Packet::error(Some(cookie), ResultCode::Cancelled, "cancelled"),
+                );
+                self.pump(s)?;
+            } else {
+                self.worker_answer(s, w, cookie, true)?;
+            }
+        }
+        Err(TestCaseError::fail("workers never settled"))
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_run_answered_once_and_nothing_leaks(
+        queue_limit in 0usize..4,
+        ops in proptest::collection::vec(op(), 1..250),
+    ) {
+        let mut s = Switchboard::new(SwitchboardConfig { queue_limit, max_capacity: 3 });
+        let mut m = Model::default();
+        m.apply(&mut s, Op::ConnectClient { native: true })?;
+        for op in ops {
+            m.apply(&mut s, op)?;
+        }
+        m.settle(&mut s)?;
+        // Every run of a connected client: exactly one RESULT. A detached run
+        // gets none, unless the broker refused to start it.
+        for (client, runs) in &m.sent {
+            for (cookie, (detached, results, rc)) in runs {
+                if *detached {
+                    let refused = matches!(rc, Some(ResultCode::NoCapacity | ResultCode::UnknownPipeline));
+                    prop_assert!(*results == 0 || (*results == 1 && refused), "detached run {} got {} results, last {:?}", cookie, results, rc);
+                } else {
+                    prop_assert_eq!(*results, 1, "client {} run {}", client, cookie);
+                }
+            }
+        }
+        let st = s.stats();
+        prop_assert_eq!(st.free_capacity, st.total_capacity, "capacity leaked: {:?}", st);
+        prop_assert_eq!((st.routes, st.queued, st.running), (0, 0, 0), "routes leaked: {:?}", st);
+    }
+}
