@@ -7,8 +7,15 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod broker;
+pub mod builtin;
+pub mod client;
 pub mod codec;
 pub mod protocol;
 pub mod transport;
 
 pub use transport::{connect, listen};
+mod conn;
+pub mod error;
+pub mod worker;
+
+pub use error::{Error, RunError};

@@ -75,6 +75,9 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// A run as its client sees it: (detached, results received, last rc).
+type Sent = (bool, u32, Option<ResultCode>);
+
 #[derive(Default)]
 struct Model {
     clients: Vec<(PeerId, bool)>, // (peer, native), connected ones
@@ -85,8 +88,8 @@ struct Model {
     held: HashMap<PeerId, Vec<Uuid>>,
     /// Cancels a native worker has received and must answer.
     cancels: HashMap<PeerId, Vec<Uuid>>,
-    /// Runs sent by each client: cookie → (detached, results received, last rc).
-    sent: HashMap<PeerId, HashMap<Uuid, (bool, u32, Option<ResultCode>)>>,
+    /// Runs sent by each client.
+    sent: HashMap<PeerId, HashMap<Uuid, Sent>>,
     native: HashMap<PeerId, bool>,
     last_cookie: Option<Uuid>,
 }

@@ -1,5 +1,391 @@
 //! The broker: routes runs from clients to workers.
+//!
+//! [`Switchboard`] holds the routing rules without any I/O; [`Broker`] is the
+//! async shell around it. Each accepted connection gets one reader task and
+//! one writer task. Readers decode packets and hand them to the switchboard
+//! under a mutex that is never held across an `.await`; the switchboard's
+//! output goes to each connection's bounded send queue without waiting: a
+//! connection whose queue is full is a consumer that stopped reading, and it
+//! is disconnected rather than allowed to stall everyone else.
 
 mod switchboard;
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
 pub use switchboard::{PeerId, Side, Switchboard, SwitchboardConfig, SwitchboardStats, Transmit};
+
+use crate::codec::Codec;
+use crate::conn;
+use crate::protocol::{Packet, ResultCode, Role};
+use crate::transport::{self, Connection, Endpoint, ServerTransport, TransportError};
+
+/// ReasonChip's default client port.
+pub const DEFAULT_CLIENT_PORT: u16 = 51500;
+/// ReasonChip's default worker port.
+pub const DEFAULT_WORKER_PORT: u16 = 51510;
+
+/// Broker settings.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Runs that may wait for a free slot; 0 = ReasonChip's immediate NO_CAPACITY.
+    pub queue_limit: usize,
+    /// The largest capacity one worker may register.
+    pub max_capacity: u32,
+    /// Packets queued for one connection before it counts as not reading and is dropped.
+    pub send_queue: usize,
+    /// How long a new connection may take to send its first packet.
+    pub handshake_timeout: Duration,
+    /// Undecodable frames tolerated from one connection before it is closed.
+    pub max_bad_frames: u32,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            queue_limit: 1024,
+            max_capacity: 65_536,
+            send_queue: 8192,
+            handshake_timeout: Duration::from_secs(10),
+            max_bad_frames: 16,
+        }
+    }
+}
+
+/// Live broker counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BrokerStats {
+    /// The routing state's counters.
+    pub switchboard: SwitchboardStats,
+    /// Connections accepted since start.
+    pub accepted: u64,
+    /// Connections that failed their opening exchange.
+    pub handshake_failures: u64,
+    /// Frames that could not be decoded.
+    pub bad_frames: u64,
+    /// Connections dropped because they stopped reading.
+    pub slow_consumers: u64,
+}
+
+/// The broker. Cheap to clone; all clones are the same broker.
+#[derive(Debug, Clone)]
+pub struct Broker {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    config: BrokerConfig,
+    core: Mutex<Core>,
+    next_peer: AtomicU64,
+    accepted: AtomicU64,
+    handshake_failures: AtomicU64,
+    bad_frames: AtomicU64,
+    slow_consumers: AtomicU64,
+    /// Cancelled to stop accepting.
+    accepting: CancellationToken,
+    /// Cancelled to drop every connection.
+    connections: CancellationToken,
+    tracker: TaskTracker,
+}
+
+#[derive(Debug)]
+struct Core {
+    switchboard: Switchboard,
+    peers: HashMap<PeerId, PeerSlot>,
+}
+
+#[derive(Debug)]
+struct PeerSlot {
+    out: mpsc::Sender<Packet>,
+    kill: CancellationToken,
+}
+
+impl Core {
+    /// Sends everything the switchboard has for its peers, without waiting.
+    fn flush(&mut self, slow: &AtomicU64) {
+        while let Some(t) = self.switchboard.poll_transmit() {
+            let Some(slot) = self.peers.get(&t.to) else {
+                continue;
+            };
+            if let Err(mpsc::error::TrySendError::Full(_)) = slot.out.try_send(t.packet) {
+                if !slot.kill.is_cancelled() {
+                    tracing::warn!(
+                        peer = t.to,
+                        "send queue full: the peer stopped reading; disconnecting it"
+                    );
+                    slow.fetch_add(1, Ordering::Relaxed);
+                    slot.kill.cancel();
+                }
+            }
+        }
+    }
+}
+
+impl Broker {
+    /// A broker with no listeners yet.
+    pub fn new(config: BrokerConfig) -> Broker {
+        let switchboard = Switchboard::new(SwitchboardConfig {
+            queue_limit: config.queue_limit,
+            max_capacity: config.max_capacity,
+        });
+        Broker {
+            shared: Arc::new(Shared {
+                config,
+                core: Mutex::new(Core {
+                    switchboard,
+                    peers: HashMap::new(),
+                }),
+                next_peer: AtomicU64::new(1),
+                accepted: AtomicU64::new(0),
+                handshake_failures: AtomicU64::new(0),
+                bad_frames: AtomicU64::new(0),
+                slow_consumers: AtomicU64::new(0),
+                accepting: CancellationToken::new(),
+                connections: CancellationToken::new(),
+                tracker: TaskTracker::new(),
+            }),
+        }
+    }
+
+    /// Binds `url` and accepts clients on it. Returns the bound endpoint
+    /// (with the real port if port 0 was asked for).
+    pub async fn listen_clients(&self, url: &str) -> Result<Endpoint, TransportError> {
+        let l = transport::listen(url).await?;
+        Ok(self.serve(l, Side::Client))
+    }
+
+    /// Binds `url` and accepts workers on it.
+    pub async fn listen_workers(&self, url: &str) -> Result<Endpoint, TransportError> {
+        let l = transport::listen(url).await?;
+        Ok(self.serve(l, Side::Worker))
+    }
+
+    /// Accepts connections of `side` from any bound listener (any transport).
+    pub fn serve<L: ServerTransport + 'static>(&self, mut listener: L, side: Side) -> Endpoint {
+        let endpoint = listener.local_endpoint().clone();
+        tracing::info!(%endpoint, ?side, "listening");
+        let shared = self.shared.clone();
+        self.shared.tracker.spawn(async move {
+            let mut backoff = Duration::from_millis(5);
+            loop {
+                let conn = tokio::select! {
+                    _ = shared.accepting.cancelled() => break,
+                    c = listener.accept() => c,
+                };
+                match conn {
+                    Ok(conn) => {
+                        backoff = Duration::from_millis(5);
+                        shared.accepted.fetch_add(1, Ordering::Relaxed);
+                        let s = shared.clone();
+                        shared
+                            .tracker
+                            .spawn(async move { s.serve_connection(conn, side).await });
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait, then go on.
+                        tracing::warn!(error = %e, "accept failed; retrying in {backoff:?}");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                    }
+                }
+            }
+        });
+        endpoint
+    }
+
+    /// Live counters.
+    pub fn stats(&self) -> BrokerStats {
+        let s = &self.shared;
+        BrokerStats {
+            switchboard: s.lock().switchboard.stats(),
+            accepted: s.accepted.load(Ordering::Relaxed),
+            handshake_failures: s.handshake_failures.load(Ordering::Relaxed),
+            bad_frames: s.bad_frames.load(Ordering::Relaxed),
+            slow_consumers: s.slow_consumers.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops gracefully: stops accepting, tells native workers SHUTDOWN,
+    /// answers queued runs, lets running runs finish for up to `grace`,
+    /// answers whatever is still open with BROKER_WENT_AWAY, then closes every
+    /// connection (after their queued packets are written).
+    pub async fn shutdown(&self, grace: Duration) {
+        let s = &self.shared;
+        s.accepting.cancel();
+        {
+            let mut core = s.lock();
+            core.switchboard.begin_shutdown();
+            core.flush(&s.slow_consumers);
+        }
+        let deadline = Instant::now() + grace;
+        while s.lock().switchboard.stats().running > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        {
+            let mut core = s.lock();
+            core.switchboard.abort_all(
+                ResultCode::BrokerWentAway,
+                "the broker shut down before the run finished",
+            );
+            core.flush(&s.slow_consumers);
+            // Dropping the send queues lets each writer send what is queued,
+            // then close; peers see the close and hang up.
+            core.peers.clear();
+        }
+        s.tracker.close();
+        if tokio::time::timeout(Duration::from_secs(2), s.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("peers still connected 2 s after shutdown; closing them");
+            s.connections.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(2), s.tracker.wait()).await;
+        }
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Core> {
+        // A panic while holding the lock is a bug; the state is still consistent
+        // enough to serve stats and shut down, so recover rather than cascade.
+        self.core.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn serve_connection(self: Arc<Self>, conn: Connection, side: Side) {
+        let who = conn.peer().to_string();
+        let (mut tx, mut rx) = conn.into_frames();
+        let first = tokio::select! {
+            _ = self.connections.cancelled() => return,
+            f = conn::accept(&mut rx, self.config.handshake_timeout, &who) => f,
+        };
+        let first = match first {
+            Ok(f) => f,
+            Err(e) => {
+                self.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(peer = %who, error = %e, "connection refused");
+                return;
+            }
+        };
+        let native = first.is_native();
+        let codec = first.codec;
+        if native {
+            let hello = first.packet.hello.as_ref();
+            let expected = match side {
+                Side::Client => Role::Client,
+                Side::Worker => Role::Worker,
+            };
+            if hello.map(|h| h.role) != Some(expected) {
+                self.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(peer = %who, role = ?hello.map(|h| h.role), ?side, "a peer connected to the wrong listener");
+                let answer = Packet::error(
+                    None,
+                    ResultCode::BadPacket,
+                    format!(
+                        "this is a {} listener; connect as a {expected:?}",
+                        if side == Side::Client {
+                            "client"
+                        } else {
+                            "worker"
+                        }
+                    ),
+                );
+                if let Ok(f) = codec.encode(&answer) {
+                    let _ = tx.send_frame(f).await;
+                }
+                return;
+            }
+            let answer = Packet::hello(Role::Broker, codec.kind().as_str(), None);
+            // Only the connecting side's first frame carries the binary preamble.
+            let Ok(frame) = codec.encode(&answer) else {
+                return;
+            };
+            if tx.send_frame(frame).await.is_err() {
+                return;
+            }
+        }
+        let peer = self.next_peer.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(peer, %who, ?side, native, codec = %codec.kind(), "connected");
+        let kill = self.connections.child_token();
+        let (out, writer) =
+            conn::spawn_writer(tx, codec, self.config.send_queue, !native, kill.clone());
+        {
+            let mut core = self.lock();
+            core.peers.insert(
+                peer,
+                PeerSlot {
+                    out,
+                    kill: kill.clone(),
+                },
+            );
+            core.switchboard.handle_connect(peer, side, native);
+            if !native {
+                core.switchboard.handle_packet(peer, first.packet);
+            }
+            core.flush(&self.slow_consumers);
+        }
+        let mut bad = 0u32;
+        loop {
+            let frame = tokio::select! {
+                _ = kill.cancelled() => break,
+                f = rx.recv_frame() => f,
+            };
+            let frame = match frame {
+                None => break,
+                Some(Err(e)) => {
+                    if !e.is_disconnect() {
+                        tracing::warn!(peer, %who, error = %e, "closing connection");
+                    }
+                    break;
+                }
+                Some(Ok(frame)) => frame,
+            };
+            match codec.decode(&frame) {
+                Ok(packet) => {
+                    let mut core = self.lock();
+                    core.switchboard.handle_packet(peer, packet);
+                    core.flush(&self.slow_consumers);
+                }
+                Err(e) => {
+                    self.bad_frames.fetch_add(1, Ordering::Relaxed);
+                    bad += 1;
+                    tracing::warn!(peer, %who, error = %e, "undecodable frame");
+                    let core = self.lock();
+                    if let Some(slot) = core.peers.get(&peer) {
+                        let _ = slot.out.try_send(Packet::error(
+                            None,
+                            ResultCode::BadPacket,
+                            e.to_string(),
+                        ));
+                    }
+                    if bad > self.config.max_bad_frames {
+                        tracing::warn!(peer, %who, "too many undecodable frames; closing");
+                        drop(core);
+                        break;
+                    }
+                }
+            }
+        }
+        {
+            let mut core = self.lock();
+            core.peers.remove(&peer);
+            core.switchboard.handle_disconnect(peer);
+            core.flush(&self.slow_consumers);
+        }
+        tracing::debug!(peer, %who, "disconnected");
+        // The writer sends what is queued, unless the peer stopped reading
+        // (then `kill` was cancelled) or the flush stalls past the bound.
+        if tokio::time::timeout(self.config.handshake_timeout, writer)
+            .await
+            .is_err()
+        {
+            kill.cancel();
+        }
+    }
+}

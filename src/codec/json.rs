@@ -205,23 +205,23 @@ fn lax_int<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
 fn lax_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
-    enum B<'a> {
-        B(bool),
-        I(i64),
+    enum Lax<'a> {
+        Bool(bool),
+        Int(i64),
         #[serde(borrow)]
-        S(Cow<'a, str>),
+        Str(Cow<'a, str>),
     }
-    let v: Option<B<'de>> = Option::deserialize(d)?;
+    let v: Option<Lax<'de>> = Option::deserialize(d)?;
     Ok(match v {
         None => None,
-        Some(B::B(b)) => Some(b),
-        Some(B::I(0)) => Some(false),
-        Some(B::I(1)) => Some(true),
-        Some(B::S(s)) => match s.to_ascii_lowercase().as_str() {
+        Some(Lax::Bool(b)) => Some(b),
+        Some(Lax::Int(0)) => Some(false),
+        Some(Lax::Int(1)) => Some(true),
+        Some(Lax::Str(s)) => match s.to_ascii_lowercase().as_str() {
             "true" | "1" | "yes" | "on" | "t" | "y" => Some(true),
             "false" | "0" | "no" | "off" | "f" | "n" => Some(false),
             _ => return Err(de::Error::custom(format!("`{s}` is not a boolean"))),
         },
-        Some(B::I(i)) => return Err(de::Error::custom(format!("{i} is not a boolean"))),
+        Some(Lax::Int(i)) => return Err(de::Error::custom(format!("{i} is not a boolean"))),
     })
 }

@@ -1,0 +1,480 @@
+//! The worker: runs pipelines for a broker.
+//!
+//! A [`Worker`] holds a registry of pipeline handlers by name — typed ones
+//! (serde in, serde out) and raw ones (payload in, payload out) — and a
+//! capacity. It connects to a broker, registers, and runs up to `capacity`
+//! pipelines at once, each in its own task:
+//!
+//! - a handler can stream events ([`RunContext::emit`]) before returning;
+//! - CANCEL stops the handler and always answers RESULT CANCELLED, freeing the slot;
+//! - a handler error answers PROCESSOR_EXCEPTION with its message and the
+//!   error's source chain as the stack trace; a panicking handler answers
+//!   PROCESSOR_EXCEPTION too, and the worker lives on;
+//! - SHUTDOWN lets running runs finish, then disconnects.
+//!
+//! In legacy mode (no HELLO, JSON) the worker serves a ReasonChip 0.0.6
+//! broker; events are not sent there, and native result codes are mapped to
+//! the nearest legacy code.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use crate::codec::{Codec, CodecKind};
+use crate::conn;
+use crate::error::Error;
+use crate::protocol::{Packet, PacketType, Payload, ResultCode, Role};
+use crate::transport::{AnyTransport, ClientTransport, Connection, Endpoint};
+
+/// A pipeline's failure: a message and a stack trace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandlerError {
+    /// What went wrong.
+    pub message: String,
+    /// Where: for errors, the chain of causes.
+    pub stacktrace: Vec<String>,
+}
+
+impl HandlerError {
+    /// A failure with a message and no stack trace.
+    pub fn msg(message: impl Into<String>) -> HandlerError {
+        HandlerError {
+            message: message.into(),
+            stacktrace: Vec::new(),
+        }
+    }
+}
+
+impl fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl<E: std::error::Error> From<E> for HandlerError {
+    fn from(e: E) -> HandlerError {
+        let mut stacktrace = vec![format!("{e}")];
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            stacktrace.push(format!("caused by: {c}"));
+            cause = c.source();
+        }
+        HandlerError {
+            message: e.to_string(),
+            stacktrace,
+        }
+    }
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+type RawHandler = Arc<
+    dyn Fn(RunContext, Option<Payload>) -> BoxFuture<Result<Option<Payload>, HandlerError>>
+        + Send
+        + Sync,
+>;
+
+/// What a handler gets besides its input: the run's identity, a way to
+/// stream events, and its cancellation.
+#[derive(Clone)]
+pub struct RunContext {
+    cookie: Uuid,
+    pipeline: Arc<str>,
+    out: mpsc::Sender<Packet>,
+    events: bool,
+    cancel: CancellationToken,
+}
+
+impl fmt::Debug for RunContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunContext")
+            .field("cookie", &self.cookie)
+            .field("pipeline", &self.pipeline)
+            .finish()
+    }
+}
+
+impl RunContext {
+    /// The run's cookie.
+    pub fn cookie(&self) -> Uuid {
+        self.cookie
+    }
+
+    /// The pipeline's name.
+    pub fn pipeline(&self) -> &str {
+        &self.pipeline
+    }
+
+    /// Streams an event to the client. Waits if the connection's send queue
+    /// is full (so a fast producer is throttled, never buffered without
+    /// bound). A no-op when connected to a legacy broker, which has no EVENT.
+    pub async fn emit<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), HandlerError> {
+        if !self.events {
+            return Ok(());
+        }
+        let payload = Payload::to_json(value)?;
+        self.out
+            .send(Packet::event(self.cookie, payload))
+            .await
+            .map_err(|_| HandlerError::msg("the broker connection is closed"))
+    }
+
+    /// Completes when the run is cancelled. Cancel safe.
+    pub async fn cancelled(&self) {
+        self.cancel.cancelled().await
+    }
+
+    /// Whether the run has been cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+}
+
+/// Worker settings.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Runs at once.
+    pub capacity: u32,
+    /// Codec on native connections.
+    pub codec: CodecKind,
+    /// Serve a ReasonChip 0.0.6 broker (no HELLO, JSON, no events).
+    pub legacy: bool,
+    /// Announce the served pipelines in REGISTER (native only), so the
+    /// broker routes only those here.
+    pub announce_pipelines: bool,
+    /// Shared-secret token sent in HELLO.
+    pub token: Option<String>,
+    /// Packets queued for the broker before producers wait.
+    pub send_queue: usize,
+    /// How long to wait for the broker's HELLO.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            capacity: 4,
+            codec: CodecKind::Json,
+            legacy: false,
+            announce_pipelines: true,
+            token: None,
+            send_queue: 4096,
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How a worker session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WorkerExit {
+    /// The broker sent SHUTDOWN; running runs were drained.
+    Shutdown,
+    /// The broker closed the connection.
+    BrokerGone,
+    /// [`Worker::stop`] was called.
+    Stopped,
+}
+
+/// A registry of pipelines and a capacity; connects to a broker and serves it.
+#[derive(Clone)]
+pub struct Worker {
+    handlers: HashMap<String, RawHandler>,
+    config: WorkerConfig,
+    stop: CancellationToken,
+}
+
+impl fmt::Debug for Worker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names: Vec<_> = self.handlers.keys().collect();
+        names.sort();
+        f.debug_struct("Worker")
+            .field("pipelines", &names)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl Worker {
+    /// A worker with no pipelines yet.
+    pub fn new(config: WorkerConfig) -> Worker {
+        Worker {
+            handlers: HashMap::new(),
+            config,
+            stop: CancellationToken::new(),
+        }
+    }
+
+    /// Adds a typed pipeline: the variables deserialize into `I` (a missing
+    /// `variables` is `{}`, as in ReasonChip), the returned `O` serializes
+    /// into the result.
+    pub fn pipeline<I, O, F, Fut>(mut self, name: &str, handler: F) -> Self
+    where
+        I: DeserializeOwned + Send + 'static,
+        O: Serialize + Send + 'static,
+        F: Fn(RunContext, I) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<O, HandlerError>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let raw: RawHandler = Arc::new(move |ctx, input: Option<Payload>| {
+            let handler = handler.clone();
+            Box::pin(async move {
+                let text = input.as_ref().map_or("{}", Payload::as_str);
+                let input: I = serde_json::from_str(text).map_err(|e| HandlerError {
+                    message: format!("invalid variables for pipeline `{}`: {e}", ctx.pipeline()),
+                    stacktrace: Vec::new(),
+                })?;
+                let out = handler(ctx, input).await?;
+                Ok(Some(Payload::to_json(&out)?))
+            })
+        });
+        self.handlers.insert(name.to_owned(), raw);
+        self
+    }
+
+    /// Adds a raw pipeline: payload text in, payload text out.
+    pub fn raw_pipeline<F, Fut>(mut self, name: &str, handler: F) -> Self
+    where
+        F: Fn(RunContext, Option<Payload>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Option<Payload>, HandlerError>> + Send + 'static,
+    {
+        let raw: RawHandler = Arc::new(move |ctx, input| Box::pin(handler(ctx, input)));
+        self.handlers.insert(name.to_owned(), raw);
+        self
+    }
+
+    /// The served pipelines' names, sorted.
+    pub fn pipelines(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.handlers.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Makes [`Worker::serve`] return after draining its running runs.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// Connects to the broker's worker endpoint `url` and serves it until
+    /// SHUTDOWN, disconnection or [`Worker::stop`].
+    pub async fn run(&self, url: &str) -> Result<WorkerExit, Error> {
+        let endpoint = Endpoint::parse(url)?;
+        self.run_with(&AnyTransport, &endpoint).await
+    }
+
+    /// Like [`Worker::run`], over any transport.
+    pub async fn run_with<T: ClientTransport + ?Sized>(
+        &self,
+        transport: &T,
+        endpoint: &Endpoint,
+    ) -> Result<WorkerExit, Error> {
+        let conn = transport.connect(endpoint).await?;
+        self.serve(conn).await
+    }
+
+    /// Serves one established connection to a broker.
+    pub async fn serve(&self, conn: Connection) -> Result<WorkerExit, Error> {
+        let c = &self.config;
+        let opened = conn::open(
+            conn,
+            Role::Worker,
+            c.codec,
+            c.legacy,
+            c.token.clone(),
+            c.handshake_timeout,
+        )
+        .await?;
+        let conn::Opened {
+            tx,
+            mut rx,
+            codec,
+            peer,
+        } = opened;
+        // Everything of this session — runs and writer — dies with it if this
+        // future is dropped, as if the worker process had exited.
+        let session = CancellationToken::new();
+        let _session_guard = session.clone().drop_guard();
+        let (out, writer) = conn::spawn_writer(tx, codec, c.send_queue, c.legacy, session.clone());
+        let pipelines = (c.announce_pipelines && !c.legacy).then(|| self.pipelines());
+        let capacity = c.capacity.max(1);
+        out.send(Packet::register(capacity as i64, pipelines))
+            .await
+            .map_err(|_| Error::Closed(peer.clone()))?;
+        tracing::info!(broker = %peer, capacity, pipelines = ?self.pipelines(), "worker registered");
+
+        let tracker = TaskTracker::new();
+        let mut running: HashMap<Uuid, CancellationToken> = HashMap::new();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Uuid>();
+        let mut draining = false;
+        let exit = loop {
+            let frame = tokio::select! {
+                _ = self.stop.cancelled(), if !draining => {
+                    draining = true;
+                    if running.is_empty() { break WorkerExit::Stopped }
+                    continue;
+                }
+                Some(cookie) = done_rx.recv() => {
+                    running.remove(&cookie);
+                    if draining && running.is_empty() { break if self.stop.is_cancelled() { WorkerExit::Stopped } else { WorkerExit::Shutdown } }
+                    continue;
+                }
+                f = rx.recv_frame() => f,
+            };
+            let packet = match frame {
+                None => break WorkerExit::BrokerGone,
+                Some(Err(e)) => {
+                    tracing::warn!(broker = %peer, error = %e, "connection to the broker failed");
+                    break WorkerExit::BrokerGone;
+                }
+                Some(Ok(frame)) => match codec.decode(&frame) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::warn!(broker = %peer, error = %e, "undecodable packet from the broker; ignored");
+                        continue;
+                    }
+                },
+            };
+            match packet.packet_type {
+                PacketType::Run => {
+                    let Some(cookie) = packet.cookie else {
+                        tracing::warn!("RUN without cookie ignored");
+                        continue;
+                    };
+                    let refuse = |rc, why: String| Packet::error(Some(cookie), rc, why);
+                    if draining {
+                        let _ = out
+                            .send(refuse(
+                                ResultCode::NoCapacity,
+                                "the worker is shutting down".into(),
+                            ))
+                            .await;
+                        continue;
+                    }
+                    if running.len() >= capacity as usize || running.contains_key(&cookie) {
+                        let why = if running.contains_key(&cookie) {
+                            "this cookie is already running here"
+                        } else {
+                            "the worker is at capacity"
+                        };
+                        let _ = out.send(refuse(ResultCode::NoCapacity, why.into())).await;
+                        continue;
+                    }
+                    let pipeline = packet.pipeline.unwrap_or_default();
+                    let Some(handler) = self.handlers.get(&pipeline).cloned() else {
+                        let (rc, why) = if c.legacy {
+                            (ResultCode::ProcessorException, pipeline.clone())
+                        } else {
+                            (
+                                ResultCode::UnknownPipeline,
+                                format!("this worker has no pipeline `{pipeline}`"),
+                            )
+                        };
+                        let _ = out
+                            .send(Packet {
+                                stacktrace: Some(Vec::new()),
+                                ..refuse(rc, why)
+                            })
+                            .await;
+                        continue;
+                    };
+                    let cancel = session.child_token();
+                    running.insert(cookie, cancel.clone());
+                    let ctx = RunContext {
+                        cookie,
+                        pipeline: pipeline.into(),
+                        out: out.clone(),
+                        events: !c.legacy,
+                        cancel,
+                    };
+                    let out = out.clone();
+                    let done = done_tx.clone();
+                    let session = session.clone();
+                    tracker.spawn(async move {
+                        let result = tokio::select! {
+                            biased;
+                            _ = session.cancelled() => return,
+                            r = execute(handler, ctx, packet.variables) => r,
+                        };
+                        if session.is_cancelled() {
+                            return;
+                        }
+                        // The slot is free before the RESULT leaves (ReasonChip's
+                        // worker frees it after, and then races the broker).
+                        let _ = done.send(cookie);
+                        let _ = out.send(result).await;
+                    });
+                }
+                PacketType::Cancel => match packet.cookie.and_then(|c| running.get(&c)) {
+                    Some(token) => token.cancel(),
+                    None => {
+                        tracing::debug!(cookie = ?packet.cookie, "CANCEL for a run not here (already finished)")
+                    }
+                },
+                PacketType::Shutdown => {
+                    tracing::info!(
+                        running = running.len(),
+                        "SHUTDOWN from the broker: draining"
+                    );
+                    draining = true;
+                    if running.is_empty() {
+                        break WorkerExit::Shutdown;
+                    }
+                }
+                PacketType::Ping => {
+                    let _ = out.send(Packet::new(PacketType::Pong)).await;
+                }
+                PacketType::Hello | PacketType::Pong => {}
+                PacketType::Result if packet.rc.is_some() => {
+                    tracing::warn!(rc = ?packet.rc, error = ?packet.error, "the broker refused a packet");
+                }
+                other => tracing::warn!(%other, "unexpected packet from the broker; ignored"),
+            }
+        };
+        if exit == WorkerExit::BrokerGone {
+            for token in running.values() {
+                token.cancel();
+            }
+        }
+        tracker.close();
+        tracker.wait().await;
+        drop(out);
+        let _ = writer.await;
+        tracing::info!(?exit, "worker session ended");
+        Ok(exit)
+    }
+}
+
+/// Runs one handler to its single RESULT: OK, PROCESSOR_EXCEPTION (error or
+/// panic) or CANCELLED.
+async fn execute(handler: RawHandler, ctx: RunContext, input: Option<Payload>) -> Packet {
+    let cookie = ctx.cookie;
+    let cancel = ctx.cancel.clone();
+    let run = std::panic::AssertUnwindSafe(handler(ctx, input)).catch_unwind();
+    tokio::select! {
+        biased;
+        _ = cancel.cancelled() => Packet::error(Some(cookie), ResultCode::Cancelled, "cancelled"),
+        outcome = run => match outcome {
+            Ok(Ok(result)) => Packet::ok(cookie, result),
+            Ok(Err(e)) => Packet { stacktrace: Some(e.stacktrace), ..Packet::error(Some(cookie), ResultCode::ProcessorException, e.message) },
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                tracing::error!(%cookie, panic = %what, "pipeline panicked");
+                Packet { stacktrace: Some(vec![format!("panicked: {what}")]), ..Packet::error(Some(cookie), ResultCode::ProcessorException, format!("the pipeline panicked: {what}")) }
+            }
+        },
+    }
+}
