@@ -23,8 +23,11 @@ pub use switchboard::{PeerId, Side, Switchboard, SwitchboardConfig, SwitchboardS
 
 use crate::codec::Codec;
 use crate::conn;
-use crate::protocol::{Packet, ResultCode, Role};
+use crate::protocol::{Packet, PacketType, Payload, ResultCode, Role};
 use crate::transport::{self, Connection, Endpoint, ServerTransport, TransportError};
+
+/// A pipeline name the broker answers itself, with its [`BrokerStats`] as JSON.
+pub const STATS_PIPELINE: &str = "$stats";
 
 /// ReasonChip's default client port.
 pub const DEFAULT_CLIENT_PORT: u16 = 51500;
@@ -202,14 +205,7 @@ impl Broker {
 
     /// Live counters.
     pub fn stats(&self) -> BrokerStats {
-        let s = &self.shared;
-        BrokerStats {
-            switchboard: s.lock().switchboard.stats(),
-            accepted: s.accepted.load(Ordering::Relaxed),
-            handshake_failures: s.handshake_failures.load(Ordering::Relaxed),
-            bad_frames: s.bad_frames.load(Ordering::Relaxed),
-            slow_consumers: s.slow_consumers.load(Ordering::Relaxed),
-        }
+        self.shared.stats()
     }
 
     /// Stops gracefully: stops accepting, tells native workers SHUTDOWN,
@@ -252,6 +248,36 @@ impl Broker {
 }
 
 impl Shared {
+    fn stats(&self) -> BrokerStats {
+        BrokerStats {
+            switchboard: self.lock().switchboard.stats(),
+            accepted: self.accepted.load(Ordering::Relaxed),
+            handshake_failures: self.handshake_failures.load(Ordering::Relaxed),
+            bad_frames: self.bad_frames.load(Ordering::Relaxed),
+            slow_consumers: self.slow_consumers.load(Ordering::Relaxed),
+        }
+    }
+
+    fn stats_json(&self) -> serde_json::Value {
+        let s = self.stats();
+        let sb = &s.switchboard;
+        serde_json::json!({
+            "clients": sb.clients,
+            "workers": sb.workers,
+            "total_capacity": sb.total_capacity,
+            "free_capacity": sb.free_capacity,
+            "queued": sb.queued,
+            "running": sb.running,
+            "routes": sb.routes,
+            "completed": sb.completed,
+            "failed": sb.failed.iter().map(|(rc, n)| (rc.as_str().to_owned(), serde_json::Value::from(*n))).collect::<serde_json::Map<_, _>>(),
+            "accepted": s.accepted,
+            "handshake_failures": s.handshake_failures,
+            "bad_frames": s.bad_frames,
+            "slow_consumers": s.slow_consumers,
+        })
+    }
+
     fn lock(&self) -> MutexGuard<'_, Core> {
         // A panic while holding the lock is a bug; the state is still consistent
         // enough to serve stats and shut down, so recover rather than cascade.
@@ -347,6 +373,21 @@ impl Shared {
                 Some(Ok(frame)) => frame,
             };
             match codec.decode(&frame) {
+                Ok(packet)
+                    if side == Side::Client
+                        && packet.packet_type == PacketType::Run
+                        && packet.pipeline.as_deref() == Some(STATS_PIPELINE) =>
+                {
+                    let stats = self.stats_json();
+                    let answer = Packet::ok(
+                        packet.cookie.unwrap_or_default(),
+                        Payload::to_json(&stats).ok(),
+                    );
+                    let core = self.lock();
+                    if let Some(slot) = core.peers.get(&peer) {
+                        let _ = slot.out.try_send(answer);
+                    }
+                }
                 Ok(packet) => {
                     let mut core = self.lock();
                     core.switchboard.handle_packet(peer, packet);

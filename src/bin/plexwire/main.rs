@@ -1,0 +1,320 @@
+//! The `plexwire` command: run a broker or a worker, run a pipeline, read a
+//! broker's stats, or watch the whole system work in one process (`demo`).
+//!
+//! Logs go to stderr through `tracing`; set `RUST_LOG` (e.g. `RUST_LOG=debug`).
+
+mod demo;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use plexwire::broker::{Broker, BrokerConfig, STATS_PIPELINE};
+use plexwire::client::{Client, ClientConfig, RunOptions};
+use plexwire::codec::CodecKind;
+use plexwire::protocol::Payload;
+use plexwire::transport::{AnyTransport, Endpoint};
+use plexwire::worker::{Worker, WorkerConfig, WorkerExit};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "plexwire",
+    version,
+    about = "Run work across processes and machines over any transport."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a broker: clients connect to --clients, workers to --workers.
+    Broker {
+        /// Client endpoints (repeatable), e.g. tcp://127.0.0.1:51500, unix:///tmp/pw-client.sock
+        #[arg(long = "clients", default_value = "tcp://127.0.0.1:51500")]
+        clients: Vec<String>,
+        /// Worker endpoints (repeatable), e.g. tcp://127.0.0.1:51510
+        #[arg(long = "workers", default_value = "tcp://127.0.0.1:51510")]
+        workers: Vec<String>,
+        /// Runs that may wait for a free worker slot (0 = answer NO_CAPACITY at once, like ReasonChip).
+        #[arg(long, default_value_t = 1024)]
+        queue: usize,
+        /// Seconds running runs get to finish on Ctrl-C.
+        #[arg(long, default_value_t = 30.0)]
+        grace: f64,
+    },
+    /// Run a worker serving the built-in pipelines (echo, add, sleep, fail, count).
+    Worker {
+        /// The broker's worker endpoint.
+        #[arg(long, default_value = "tcp://127.0.0.1:51510")]
+        broker: String,
+        /// Runs at once.
+        #[arg(long, default_value_t = 4)]
+        capacity: u32,
+        /// Codec: json or bincode.
+        #[arg(long, default_value = "json", value_parser = parse_codec)]
+        codec: CodecKind,
+        /// Serve a ReasonChip 0.0.6 broker (no HELLO, JSON, no events).
+        #[arg(long)]
+        legacy: bool,
+    },
+    /// Run one pipeline: prints its events as they arrive, then its result.
+    Run {
+        /// The broker's client endpoint.
+        #[arg(long, default_value = "tcp://127.0.0.1:51500")]
+        broker: String,
+        /// The pipeline to run.
+        pipeline: String,
+        /// Variables, as a JSON object.
+        #[arg(long, default_value = "{}")]
+        vars: String,
+        /// Give up (and cancel the run) after this many seconds.
+        #[arg(long)]
+        timeout: Option<f64>,
+        /// Start the run and return at once; its result is discarded.
+        #[arg(long)]
+        detach: bool,
+        /// Codec: json or bincode.
+        #[arg(long, default_value = "json", value_parser = parse_codec)]
+        codec: CodecKind,
+        /// Talk to a ReasonChip 0.0.6 broker (no HELLO, JSON, no events).
+        #[arg(long)]
+        legacy: bool,
+    },
+    /// Print a running broker's live counters.
+    Stats {
+        /// The broker's client endpoint.
+        #[arg(long, default_value = "tcp://127.0.0.1:51500")]
+        broker: String,
+    },
+    /// Broker, workers and a client in one process doing real work, then a summary.
+    Demo(demo::DemoArgs),
+}
+
+fn parse_codec(s: &str) -> Result<CodecKind, String> {
+    let kind: CodecKind = s.parse()?;
+    if kind.is_enabled() {
+        Ok(kind)
+    } else {
+        Err(format!(
+            "this build lacks the `{s}` codec (enable the `{s}` cargo feature)"
+        ))
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("plexwire: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("plexwire: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<ExitCode, String> {
+    match command {
+        Command::Broker {
+            clients,
+            workers,
+            queue,
+            grace,
+        } => broker(clients, workers, queue, grace).await,
+        Command::Worker {
+            broker,
+            capacity,
+            codec,
+            legacy,
+        } => worker(&broker, capacity, codec, legacy).await,
+        Command::Run {
+            broker,
+            pipeline,
+            vars,
+            timeout,
+            detach,
+            codec,
+            legacy,
+        } => run_pipeline(&broker, &pipeline, &vars, timeout, detach, codec, legacy).await,
+        Command::Stats { broker } => stats(&broker).await,
+        Command::Demo(args) => demo::run(args).await,
+    }
+}
+
+async fn broker(
+    clients: Vec<String>,
+    workers: Vec<String>,
+    queue: usize,
+    grace: f64,
+) -> Result<ExitCode, String> {
+    let broker = Broker::new(BrokerConfig {
+        queue_limit: queue,
+        ..BrokerConfig::default()
+    });
+    for url in &clients {
+        let ep = broker
+            .listen_clients(url)
+            .await
+            .map_err(|e| e.to_string())?;
+        println!("clients: {ep}");
+    }
+    for url in &workers {
+        let ep = broker
+            .listen_workers(url)
+            .await
+            .map_err(|e| e.to_string())?;
+        println!("workers: {ep}");
+    }
+    println!("broker running; Ctrl-C drains and stops (a second Ctrl-C exits at once)");
+    tokio::signal::ctrl_c()
+        .await
+        .map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;
+    let grace = Duration::from_secs_f64(grace.max(0.0));
+    println!("shutting down: running runs get {grace:?} to finish");
+    tokio::select! {
+        _ = broker.shutdown(grace) => {
+            let s = broker.stats().switchboard;
+            println!("stopped: {} completed, {} failed", s.completed, s.failed.iter().map(|(_, n)| n).sum::<u64>());
+            Ok(ExitCode::SUCCESS)
+        }
+        _ = tokio::signal::ctrl_c() => {
+            println!("second Ctrl-C: exiting now");
+            Ok(ExitCode::from(130))
+        }
+    }
+}
+
+async fn worker(
+    url: &str,
+    capacity: u32,
+    codec: CodecKind,
+    legacy: bool,
+) -> Result<ExitCode, String> {
+    let w = plexwire::builtin::register(Worker::new(WorkerConfig {
+        capacity,
+        codec,
+        legacy,
+        ..WorkerConfig::default()
+    }));
+    println!(
+        "worker: serving {:?} with capacity {capacity} on {url}",
+        w.pipelines()
+    );
+    let stopper = w.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            println!("Ctrl-C: finishing running runs (a second Ctrl-C exits at once)");
+            stopper.stop();
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
+    match w.run(url).await.map_err(|e| e.to_string())? {
+        WorkerExit::BrokerGone => Err(format!("the broker at {url} closed the connection")),
+        exit => {
+            println!("worker stopped ({exit:?})");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn connect(url: &str, codec: CodecKind, legacy: bool) -> Result<Client, String> {
+    let endpoint = Endpoint::parse(url).map_err(|e| e.to_string())?;
+    Client::connect_with(
+        &AnyTransport,
+        &endpoint,
+        ClientConfig {
+            codec,
+            legacy,
+            ..ClientConfig::default()
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())
+}
+
+async fn run_pipeline(
+    url: &str,
+    pipeline: &str,
+    vars: &str,
+    timeout: Option<f64>,
+    detach: bool,
+    codec: CodecKind,
+    legacy: bool,
+) -> Result<ExitCode, String> {
+    let vars: serde_json::Value = serde_json::from_str(vars)
+        .map_err(|e| format!("--vars must be JSON, e.g. --vars '{{\"a\": 1}}': {e}"))?;
+    let client = connect(url, codec, legacy).await?;
+    if detach {
+        let cookie = client
+            .run_detached(pipeline, &vars)
+            .await
+            .map_err(|e| e.to_string())?;
+        println!("detached run {cookie} started");
+        // Give the writer a moment to put the RUN on the wire before exiting.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let timeout = timeout.map(|s| Duration::from_secs_f64(s.max(0.0)));
+    let mut handle = client
+        .start_with(pipeline, &vars, RunOptions { timeout })
+        .await
+        .map_err(|e| e.to_string())?;
+    while let Some(event) = handle.next_event().await {
+        println!("event: {}", event.as_str());
+    }
+    match handle.finish_raw().await {
+        Ok(result) => {
+            println!("{}", result.as_ref().map_or("null", Payload::as_str));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("plexwire: {e} [{}]", e.rc());
+            if let plexwire::RunError::Failed { stacktrace, .. } = &e {
+                for line in stacktrace {
+                    eprintln!("    {line}");
+                }
+            }
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+async fn stats(url: &str) -> Result<ExitCode, String> {
+    let client = connect(url, CodecKind::Json, false).await?;
+    let stats: serde_json::Value = client
+        .run_with(
+            STATS_PIPELINE,
+            &serde_json::json!({}),
+            RunOptions {
+                timeout: Some(Duration::from_secs(10)),
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let obj = stats
+        .as_object()
+        .ok_or("the broker answered stats that are not an object")?;
+    for (k, v) in obj {
+        println!("{k:<20} {v}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
