@@ -399,6 +399,37 @@ pub async fn broker_shutdown_drains_native_workers(url: fn() -> String) {
         .unwrap();
 }
 
+pub async fn a_saturated_worker_never_refuses_a_dispatched_run(url: fn() -> String) {
+    // Regression: the worker freed a slot after the broker could already send
+    // the next RUN into it (ReasonChip 0.0.6's capacity race), answering NO_CAPACITY.
+    let s = setup(
+        url,
+        BrokerConfig {
+            queue_limit: 4096,
+            ..BrokerConfig::default()
+        },
+    )
+    .await;
+    s.spawn_worker(worker(2, CodecKind::Json));
+    s.wait_capacity(2).await;
+    let c = s.client(CodecKind::Json).await;
+    let calls = (0..2000i64).map(|i| {
+        let c = c.clone();
+        async move { c.run::<_, i64>("add", &json!({"a": i, "b": 0})).await }
+    });
+    let results = timeout(LIMIT, futures_util::future::join_all(calls))
+        .await
+        .unwrap();
+    let refused = results.iter().filter(|r| r.is_err()).count();
+    assert_eq!(
+        refused,
+        0,
+        "first failure: {:?}",
+        results.iter().find(|r| r.is_err())
+    );
+    s.wait_idle().await;
+}
+
 static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 fn unique() -> String {
@@ -427,7 +458,7 @@ macro_rules! suite {
     ($backend:ident, $url:path, $($case:ident),* $(,)?) => {
         mod $backend {
             $(
-                #[tokio::test]
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
                     super::$case($url).await;
                 }
@@ -453,6 +484,7 @@ macro_rules! backends {
                 detached_runs_finish_without_the_client,
                 a_panicking_handler_does_not_kill_the_worker,
                 broker_shutdown_drains_native_workers,
+                a_saturated_worker_never_refuses_a_dispatched_run,
             );
         )*
     };

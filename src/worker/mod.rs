@@ -300,32 +300,36 @@ impl Worker {
             codec,
             peer,
         } = opened;
-        // Everything of this session — runs and writer — dies with it if this
+        // Everything of this session (runs and writer) dies with it if this
         // future is dropped, as if the worker process had exited.
         let session = CancellationToken::new();
         let _session_guard = session.clone().drop_guard();
         let (out, writer) = conn::spawn_writer(tx, codec, c.send_queue, c.legacy, session.clone());
         let pipelines = (c.announce_pipelines && !c.legacy).then(|| self.pipelines());
-        let capacity = c.capacity.max(1);
+        let capacity = c.capacity.max(1) as usize;
         out.send(Packet::register(capacity as i64, pipelines))
             .await
             .map_err(|_| Error::Closed(peer.clone()))?;
         tracing::info!(broker = %peer, capacity, pipelines = ?self.pipelines(), "worker registered");
 
         let tracker = TaskTracker::new();
-        let mut running: HashMap<Uuid, CancellationToken> = HashMap::new();
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Uuid>();
+        let running = Running::default();
+        // Wakes the loop when a run ends, for draining.
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<()>();
         let mut draining = false;
         let exit = loop {
             let frame = tokio::select! {
-                _ = self.stop.cancelled(), if !draining => {
-                    draining = true;
-                    if running.is_empty() { break WorkerExit::Stopped }
+                Some(()) = done_rx.recv() => {
+                    if draining && running.len() == 0 {
+                        break if self.stop.is_cancelled() { WorkerExit::Stopped } else { WorkerExit::Shutdown };
+                    }
                     continue;
                 }
-                Some(cookie) = done_rx.recv() => {
-                    running.remove(&cookie);
-                    if draining && running.is_empty() { break if self.stop.is_cancelled() { WorkerExit::Stopped } else { WorkerExit::Shutdown } }
+                _ = self.stop.cancelled(), if !draining => {
+                    draining = true;
+                    if running.len() == 0 {
+                        break WorkerExit::Stopped;
+                    }
                     continue;
                 }
                 f = rx.recv_frame() => f,
@@ -350,23 +354,14 @@ impl Worker {
                         tracing::warn!("RUN without cookie ignored");
                         continue;
                     };
-                    let refuse = |rc, why: String| Packet::error(Some(cookie), rc, why);
                     if draining {
                         let _ = out
-                            .send(refuse(
+                            .send(Packet::error(
+                                Some(cookie),
                                 ResultCode::NoCapacity,
-                                "the worker is shutting down".into(),
+                                "the worker is shutting down",
                             ))
                             .await;
-                        continue;
-                    }
-                    if running.len() >= capacity as usize || running.contains_key(&cookie) {
-                        let why = if running.contains_key(&cookie) {
-                            "this cookie is already running here"
-                        } else {
-                            "the worker is at capacity"
-                        };
-                        let _ = out.send(refuse(ResultCode::NoCapacity, why.into())).await;
                         continue;
                     }
                     let pipeline = packet.pipeline.unwrap_or_default();
@@ -379,16 +374,20 @@ impl Worker {
                                 format!("this worker has no pipeline `{pipeline}`"),
                             )
                         };
-                        let _ = out
-                            .send(Packet {
-                                stacktrace: Some(Vec::new()),
-                                ..refuse(rc, why)
-                            })
-                            .await;
+                        let answer = Packet {
+                            stacktrace: Some(Vec::new()),
+                            ..Packet::error(Some(cookie), rc, why)
+                        };
+                        let _ = out.send(answer).await;
                         continue;
                     };
                     let cancel = session.child_token();
-                    running.insert(cookie, cancel.clone());
+                    if let Err(why) = running.admit(cookie, cancel.clone(), capacity) {
+                        let _ = out
+                            .send(Packet::error(Some(cookie), ResultCode::NoCapacity, why))
+                            .await;
+                        continue;
+                    }
                     let ctx = RunContext {
                         cookie,
                         pipeline: pipeline.into(),
@@ -396,25 +395,28 @@ impl Worker {
                         events: !c.legacy,
                         cancel,
                     };
-                    let out = out.clone();
-                    let done = done_tx.clone();
-                    let session = session.clone();
+                    let (out, done, session, running) = (
+                        out.clone(),
+                        done_tx.clone(),
+                        session.clone(),
+                        running.clone(),
+                    );
                     tracker.spawn(async move {
                         let result = tokio::select! {
                             biased;
                             _ = session.cancelled() => return,
                             r = execute(handler, ctx, packet.variables) => r,
                         };
-                        if session.is_cancelled() {
-                            return;
+                        // Free the slot before the RESULT leaves: when the broker
+                        // sends the next RUN into it, it is free here already.
+                        running.remove(&cookie);
+                        let _ = done.send(());
+                        if !session.is_cancelled() {
+                            let _ = out.send(result).await;
                         }
-                        // The slot is free before the RESULT leaves (ReasonChip's
-                        // worker frees it after, and then races the broker).
-                        let _ = done.send(cookie);
-                        let _ = out.send(result).await;
                     });
                 }
-                PacketType::Cancel => match packet.cookie.and_then(|c| running.get(&c)) {
+                PacketType::Cancel => match packet.cookie.and_then(|c| running.token(&c)) {
                     Some(token) => token.cancel(),
                     None => {
                         tracing::debug!(cookie = ?packet.cookie, "CANCEL for a run not here (already finished)")
@@ -426,7 +428,7 @@ impl Worker {
                         "SHUTDOWN from the broker: draining"
                     );
                     draining = true;
-                    if running.is_empty() {
+                    if running.len() == 0 {
                         break WorkerExit::Shutdown;
                     }
                 }
@@ -441,9 +443,7 @@ impl Worker {
             }
         };
         if exit == WorkerExit::BrokerGone {
-            for token in running.values() {
-                token.cancel();
-            }
+            running.cancel_all();
         }
         tracker.close();
         tracker.wait().await;
@@ -451,6 +451,53 @@ impl Worker {
         let _ = writer.await;
         tracing::info!(?exit, "worker session ended");
         Ok(exit)
+    }
+}
+
+/// The runs of one session, shared with the run tasks (which remove
+/// themselves before sending their RESULT).
+#[derive(Clone, Default)]
+struct Running(Arc<std::sync::Mutex<HashMap<Uuid, CancellationToken>>>);
+
+impl Running {
+    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, CancellationToken>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn len(&self) -> usize {
+        self.table().len()
+    }
+
+    /// Takes a slot for `cookie`, or says why not.
+    fn admit(
+        &self,
+        cookie: Uuid,
+        token: CancellationToken,
+        capacity: usize,
+    ) -> Result<(), &'static str> {
+        let mut t = self.table();
+        if t.contains_key(&cookie) {
+            Err("this cookie is already running here")
+        } else if t.len() >= capacity {
+            Err("the worker is at capacity")
+        } else {
+            t.insert(cookie, token);
+            Ok(())
+        }
+    }
+
+    fn remove(&self, cookie: &Uuid) {
+        self.table().remove(cookie);
+    }
+
+    fn token(&self, cookie: &Uuid) -> Option<CancellationToken> {
+        self.table().get(cookie).cloned()
+    }
+
+    fn cancel_all(&self) {
+        for token in self.table().values() {
+            token.cancel();
+        }
     }
 }
 
