@@ -62,13 +62,10 @@ impl Setup {
     }
 
     async fn wait_capacity(&self, n: u64) {
-        timeout(LIMIT, async {
-            while self.broker.stats().switchboard.total_capacity < n {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-        .await
-        .expect("workers registered");
+        assert!(
+            self.broker.wait_for_capacity(n, LIMIT).await,
+            "workers registered"
+        );
     }
 
     async fn wait_idle(&self) {

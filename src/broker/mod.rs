@@ -208,6 +208,22 @@ impl Broker {
         self.shared.stats()
     }
 
+    /// Waits until registered workers offer at least `capacity` slots in
+    /// total, or `timeout` passes. Returns whether the capacity is there.
+    /// Handy at start-up, so the first runs do not meet an empty broker.
+    pub async fn wait_for_capacity(&self, capacity: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.shared.lock().switchboard.stats().total_capacity >= capacity {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
     /// Stops gracefully: stops accepting, tells native workers SHUTDOWN,
     /// answers queued runs, lets running runs finish for up to `grace`,
     /// answers whatever is still open with BROKER_WENT_AWAY, then closes every

@@ -6,7 +6,11 @@
 //! allocate (strings and byte strings are checked against the bytes actually
 //! present before anything is copied).
 
+use std::fmt;
+use std::marker::PhantomData;
+
 use bytes::Bytes;
+use serde::de::{Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -46,15 +50,51 @@ struct Wire<'a> {
     rc: Option<ResultCode>,
     #[serde(borrow)]
     error: Option<&'a str>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "str_list")]
     stacktrace: Option<Vec<&'a str>>,
     #[serde(borrow)]
     result: Option<&'a str>,
     #[serde(borrow)]
     hello: Option<WireHello<'a>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "str_list")]
     pipelines: Option<Vec<&'a str>>,
     timeout_ms: Option<u64>,
+}
+
+/// An optional list of borrowed strings, grown as its elements arrive.
+///
+/// serde's own `Vec` preallocates from the count on the wire (up to 1 MiB),
+/// so a 19-byte frame claiming billions of stack-trace lines cost a megabyte
+/// before failing. Each element takes at least a byte of the frame, so growing
+/// on demand keeps the allocation proportional to the frame.
+fn str_list<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<&'a str>>, D::Error> {
+    struct List<'a>(PhantomData<&'a str>);
+
+    impl<'de: 'a, 'a> Visitor<'de> for List<'a> {
+        type Value = Option<Vec<&'a str>>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an optional list of strings")
+        }
+
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D2: Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_seq(self)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut v = Vec::new();
+            while let Some(s) = seq.next_element::<&'a str>()? {
+                v.push(s);
+            }
+            Ok(Some(v))
+        }
+    }
+
+    d.deserialize_option(List(PhantomData))
 }
 
 impl Codec for Bincode {

@@ -144,15 +144,14 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, String> {
     let doomed_task = spawn_worker(doomed, workers.clone());
     println!("  worker d  capacity 2, serves only `render` (and will die mid-run)");
     let expected = (args.workers.max(1) * args.capacity.max(1) + 2) as u64;
-    let ready = Instant::now();
-    while broker.stats().switchboard.total_capacity < expected {
-        if ready.elapsed() > Duration::from_secs(10) {
-            return Err(format!(
-                "workers did not register within 10 s: {:?}",
-                broker.stats()
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
+    if !broker
+        .wait_for_capacity(expected, Duration::from_secs(10))
+        .await
+    {
+        return Err(format!(
+            "workers did not register within 10 s: {:?}",
+            broker.stats()
+        ));
     }
     let client = Client::connect_with(&AnyTransport, &clients, ClientConfig::default())
         .await
