@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::protocol::Payload;
 use crate::worker::{HandlerError, Worker};
 
 #[derive(Deserialize)]
@@ -51,10 +52,10 @@ const MAX_SLEEP_SECONDS: f64 = 86_400.0;
 /// Adds the built-in pipelines to `worker`.
 pub fn register(worker: Worker) -> Worker {
     worker
-        .pipeline(
-            "echo",
-            |_ctx, v: Value| async move { Ok::<_, HandlerError>(v) },
-        )
+        // Raw: the variables' bytes go back untouched (no parse, no re-encode).
+        .raw_pipeline("echo", |_ctx, v| async move {
+            Ok::<_, HandlerError>(Some(v.unwrap_or_else(|| Payload::from_json_text("{}"))))
+        })
         .pipeline("add", |_ctx, v: Add| async move {
             let sum = v.a + v.b;
             // Integers stay integers on the wire.

@@ -26,11 +26,16 @@
 //!   the worker's slot stays busy until its late RESULT arrives, which is
 //!   then dropped.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 
 use uuid::Uuid;
 
 use crate::protocol::{Packet, PacketType, ResultCode};
+
+// Cookies are chosen by clients: the maps need a hasher that is fast and
+// seeded per process (foldhash), not SipHash's cost nor an unseeded one.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
 
 /// Identifies one connection to the broker; assigned by the shell.
 pub type PeerId = u64;
@@ -150,13 +155,13 @@ impl Switchboard {
     pub fn new(config: SwitchboardConfig) -> Switchboard {
         Switchboard {
             config,
-            clients: HashMap::new(),
-            workers: HashMap::new(),
-            routes: HashMap::new(),
+            clients: HashMap::default(),
+            workers: HashMap::default(),
+            routes: HashMap::default(),
             queue: VecDeque::new(),
             out: VecDeque::new(),
             completed: 0,
-            failed: HashMap::new(),
+            failed: HashMap::default(),
             shutting_down: false,
         }
     }
@@ -200,7 +205,7 @@ impl Switchboard {
                     peer,
                     Client {
                         native,
-                        runs: HashSet::new(),
+                        runs: HashSet::default(),
                     },
                 );
             }
@@ -212,7 +217,7 @@ impl Switchboard {
                         capacity: 0,
                         busy: 0,
                         pipelines: None,
-                        runs: HashSet::new(),
+                        runs: HashSet::default(),
                     },
                 );
             }
@@ -507,11 +512,11 @@ impl Switchboard {
         let mut i = 0;
         while i < self.queue.len() {
             let cookie = self.queue[i];
-            let Some(pipeline) = self.routes.get(&cookie).map(|r| r.pipeline.clone()) else {
+            let Some(route) = self.routes.get(&cookie) else {
                 self.queue.remove(i);
                 continue;
             };
-            match self.least_loaded(&pipeline) {
+            match self.least_loaded(&route.pipeline) {
                 Some(w) => {
                     self.queue.remove(i);
                     let run = self.routes.get_mut(&cookie).and_then(|r| r.run.take());

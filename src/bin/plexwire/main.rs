@@ -3,6 +3,7 @@
 //!
 //! Logs go to stderr through `tracing`; set `RUST_LOG` (e.g. `RUST_LOG=debug`).
 
+mod bench;
 mod demo;
 
 use std::process::ExitCode;
@@ -23,6 +24,11 @@ use plexwire::worker::{Worker, WorkerConfig, WorkerExit};
     about = "Run work across processes and machines over any transport."
 )]
 struct Cli {
+    /// Runtime threads: 1 runs everything on one thread (tokio's current-thread
+    /// runtime, fastest on small machines: no cross-thread wake-ups); more uses
+    /// tokio's multi-thread runtime.
+    #[arg(long, global = true, env = "PLEXWIRE_THREADS", default_value_t = 1)]
+    threads: usize,
     #[command(subcommand)]
     command: Command,
 }
@@ -90,6 +96,11 @@ enum Command {
     },
     /// Broker, workers and a client in one process doing real work, then a summary.
     Demo(demo::DemoArgs),
+    /// The end-to-end load benchmark: broker, worker and a raw relay baseline as separate processes.
+    Bench(bench::BenchArgs),
+    /// (Used by `bench`.) Relay frames to --upstream, or echo them back.
+    #[command(hide = true)]
+    BenchRelay(bench::RelayArgs),
 }
 
 fn parse_codec(s: &str) -> Result<CodecKind, String> {
@@ -111,10 +122,16 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match cli.threads {
+        0 | 1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    };
+    let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("plexwire: cannot start the async runtime: {e}");
@@ -155,6 +172,8 @@ async fn run(command: Command) -> Result<ExitCode, String> {
         } => run_pipeline(&broker, &pipeline, &vars, timeout, detach, codec, legacy).await,
         Command::Stats { broker } => stats(&broker).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
+        Command::BenchRelay(args) => bench::relay(args).await,
     }
 }
 
