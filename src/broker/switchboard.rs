@@ -131,9 +131,18 @@ struct Route {
     answer_owner: bool,
     /// The worker running it; `None` while queued.
     worker: Option<PeerId>,
-    /// The RUN, kept while queued.
+    /// The RUN, kept while queued (its pipeline decides where it may go).
     run: Option<Packet>,
-    pipeline: String,
+}
+
+impl Route {
+    /// The pipeline of a queued run.
+    fn queued_pipeline(&self) -> &str {
+        self.run
+            .as_ref()
+            .and_then(|p| p.pipeline.as_deref())
+            .unwrap_or_default()
+    }
 }
 
 /// The broker's routing state.
@@ -399,9 +408,9 @@ impl Switchboard {
             );
         };
         let pipeline = match p.pipeline.as_deref() {
-            Some(name) if !name.is_empty() => name.to_owned(),
+            Some(name) if !name.is_empty() => name,
             _ => {
-                return self.emit(
+                return self.finish_to_owner(
                     peer,
                     Packet::error(Some(cookie), ResultCode::BadPacket, "Missing pipeline"),
                 )
@@ -423,12 +432,12 @@ impl Switchboard {
                 ),
             );
         }
-        if !self.workers.values().any(|w| w.serves(&pipeline)) {
-            let answer = self.unservable(cookie, &pipeline);
+        if !self.workers.values().any(|w| w.serves(pipeline)) {
+            let answer = self.unservable(cookie, pipeline);
             return self.finish_to_owner(peer, answer);
         }
         let detached = p.detach == Some(true);
-        let chosen = self.least_loaded(&pipeline);
+        let chosen = self.least_loaded(pipeline);
         if chosen.is_none() && self.queue.len() >= self.config.queue_limit {
             return self.finish_to_owner(
                 peer,
@@ -451,7 +460,6 @@ impl Switchboard {
                 answer_owner: !detached,
                 worker: None,
                 run: None,
-                pipeline,
             },
         );
         match chosen {
@@ -516,7 +524,7 @@ impl Switchboard {
                 self.queue.remove(i);
                 continue;
             };
-            match self.least_loaded(&route.pipeline) {
+            match self.least_loaded(route.queued_pipeline()) {
                 Some(w) => {
                     self.queue.remove(i);
                     let run = self.routes.get_mut(&cookie).and_then(|r| r.run.take());
@@ -540,7 +548,7 @@ impl Switchboard {
             .filter(|c| {
                 self.routes
                     .get(c)
-                    .is_some_and(|r| !self.workers.values().any(|w| w.serves(&r.pipeline)))
+                    .is_some_and(|r| !self.workers.values().any(|w| w.serves(r.queued_pipeline())))
             })
             .copied()
             .collect();
@@ -549,7 +557,7 @@ impl Switchboard {
             if let Some(route) = self.routes.remove(&cookie) {
                 self.detach_from_owner(route.owner, &cookie);
                 if route.answer_owner {
-                    let answer = self.unservable(cookie, &route.pipeline);
+                    let answer = self.unservable(cookie, route.queued_pipeline());
                     self.finish_to_owner(route.owner, answer);
                 }
             }

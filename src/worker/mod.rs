@@ -381,7 +381,10 @@ impl Worker {
                         let _ = out.send(answer).await;
                         continue;
                     };
-                    let cancel = session.child_token();
+                    // Its own token, not a child of the session's: a child costs a
+                    // lock on the parent per run, and the run task watches the
+                    // session token anyway.
+                    let cancel = CancellationToken::new();
                     if let Err(why) = running.admit(cookie, cancel.clone(), capacity) {
                         let _ = out
                             .send(Packet::error(Some(cookie), ResultCode::NoCapacity, why))
