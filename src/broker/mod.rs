@@ -47,6 +47,31 @@ pub struct BrokerConfig {
     pub handshake_timeout: Duration,
     /// Undecodable frames tolerated from one connection before it is closed.
     pub max_bad_frames: u32,
+    /// A native peer that has sent nothing for this long is sent a PING.
+    pub ping_interval: Duration,
+    /// A native peer that has sent nothing for this long is declared dead:
+    /// a worker's runs are answered WORKER_WENT_AWAY, a client's cancelled.
+    /// (Legacy ReasonChip peers cannot answer PING and are never timed out.)
+    pub ping_timeout: Duration,
+    /// Token native clients must present in HELLO; `None` = no check.
+    pub client_token: Option<String>,
+    /// Token native workers must present in HELLO; `None` = no check.
+    pub worker_token: Option<String>,
+}
+
+/// Per-listener choices.
+#[derive(Debug, Clone)]
+pub struct ListenerOptions {
+    /// Admit legacy (HELLO-less, ReasonChip) peers. They cannot present a
+    /// token, so on a listener that allows them the token check applies to
+    /// native peers only.
+    pub allow_legacy: bool,
+}
+
+impl Default for ListenerOptions {
+    fn default() -> Self {
+        ListenerOptions { allow_legacy: true }
+    }
 }
 
 impl Default for BrokerConfig {
@@ -57,6 +82,10 @@ impl Default for BrokerConfig {
             send_queue: 8192,
             handshake_timeout: Duration::from_secs(10),
             max_bad_frames: 16,
+            ping_interval: Duration::from_secs(10),
+            ping_timeout: Duration::from_secs(30),
+            client_token: None,
+            worker_token: None,
         }
     }
 }
@@ -74,6 +103,10 @@ pub struct BrokerStats {
     pub bad_frames: u64,
     /// Connections dropped because they stopped reading.
     pub slow_consumers: u64,
+    /// Connections refused for a missing or wrong token, or for being legacy where not allowed.
+    pub unauthorized: u64,
+    /// Native peers declared dead after `ping_timeout` of silence.
+    pub timed_out: u64,
 }
 
 /// The broker. Cheap to clone; all clones are the same broker.
@@ -91,6 +124,8 @@ struct Shared {
     handshake_failures: AtomicU64,
     bad_frames: AtomicU64,
     slow_consumers: AtomicU64,
+    unauthorized: AtomicU64,
+    timed_out: AtomicU64,
     /// Cancelled to stop accepting.
     accepting: CancellationToken,
     /// Cancelled to drop every connection.
@@ -150,6 +185,8 @@ impl Broker {
                 handshake_failures: AtomicU64::new(0),
                 bad_frames: AtomicU64::new(0),
                 slow_consumers: AtomicU64::new(0),
+                unauthorized: AtomicU64::new(0),
+                timed_out: AtomicU64::new(0),
                 accepting: CancellationToken::new(),
                 connections: CancellationToken::new(),
                 tracker: TaskTracker::new(),
@@ -171,7 +208,28 @@ impl Broker {
     }
 
     /// Accepts connections of `side` from any bound listener (any transport).
-    pub fn serve<L: ServerTransport + 'static>(&self, mut listener: L, side: Side) -> Endpoint {
+    pub fn serve<L: ServerTransport + 'static>(&self, listener: L, side: Side) -> Endpoint {
+        self.serve_with(listener, side, ListenerOptions::default())
+    }
+
+    /// Binds `url` and accepts connections of `side` with `options`.
+    pub async fn listen(
+        &self,
+        url: &str,
+        side: Side,
+        options: ListenerOptions,
+    ) -> Result<Endpoint, TransportError> {
+        let l = transport::listen(url).await?;
+        Ok(self.serve_with(l, side, options))
+    }
+
+    /// [`Broker::serve`] with per-listener options.
+    pub fn serve_with<L: ServerTransport + 'static>(
+        &self,
+        mut listener: L,
+        side: Side,
+        options: ListenerOptions,
+    ) -> Endpoint {
         let endpoint = listener.local_endpoint().clone();
         tracing::info!(%endpoint, ?side, "listening");
         let shared = self.shared.clone();
@@ -186,10 +244,10 @@ impl Broker {
                     Ok(conn) => {
                         backoff = Duration::from_millis(5);
                         shared.accepted.fetch_add(1, Ordering::Relaxed);
-                        let s = shared.clone();
+                        let (s, o) = (shared.clone(), options.clone());
                         shared
                             .tracker
-                            .spawn(async move { s.serve_connection(conn, side).await });
+                            .spawn(async move { s.serve_connection(conn, side, o).await });
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: wait, then go on.
@@ -271,6 +329,8 @@ impl Shared {
             handshake_failures: self.handshake_failures.load(Ordering::Relaxed),
             bad_frames: self.bad_frames.load(Ordering::Relaxed),
             slow_consumers: self.slow_consumers.load(Ordering::Relaxed),
+            unauthorized: self.unauthorized.load(Ordering::Relaxed),
+            timed_out: self.timed_out.load(Ordering::Relaxed),
         }
     }
 
@@ -291,6 +351,8 @@ impl Shared {
             "handshake_failures": s.handshake_failures,
             "bad_frames": s.bad_frames,
             "slow_consumers": s.slow_consumers,
+            "unauthorized": s.unauthorized,
+            "timed_out": s.timed_out,
         })
     }
 
@@ -300,7 +362,60 @@ impl Shared {
         self.core.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn serve_connection(self: Arc<Self>, conn: Connection, side: Side) {
+    /// Why a connection may not join, if it may not: the refusal to send it.
+    fn admit(
+        &self,
+        first: &crate::codec::FirstFrame,
+        side: Side,
+        options: &ListenerOptions,
+    ) -> Option<Packet> {
+        let listener = if side == Side::Client {
+            "client"
+        } else {
+            "worker"
+        };
+        if !first.is_native() {
+            return (!options.allow_legacy).then(|| {
+                Packet::error(None, ResultCode::BadPacket, format!("this {listener} listener admits native plexwire peers only: open with HELLO"))
+            });
+        }
+        let hello = first.packet.hello.as_ref();
+        let expected = if side == Side::Client {
+            Role::Client
+        } else {
+            Role::Worker
+        };
+        if hello.map(|h| h.role) != Some(expected) {
+            return Some(Packet::error(
+                None,
+                ResultCode::BadPacket,
+                format!("this is a {listener} listener; connect as a {expected:?}"),
+            ));
+        }
+        let required = if side == Side::Client {
+            &self.config.client_token
+        } else {
+            &self.config.worker_token
+        };
+        if let Some(required) = required {
+            let given = hello.and_then(|h| h.token.as_deref()).unwrap_or_default();
+            if !constant_time_eq(given.as_bytes(), required.as_bytes()) {
+                return Some(Packet::error(
+                    None,
+                    ResultCode::Unauthorized,
+                    format!("this {listener} listener needs a valid token (missing or wrong); set the {listener}'s token"),
+                ));
+            }
+        }
+        None
+    }
+
+    async fn serve_connection(
+        self: Arc<Self>,
+        conn: Connection,
+        side: Side,
+        options: ListenerOptions,
+    ) {
         let who = conn.peer().to_string();
         let (mut tx, mut rx) = conn.into_frames();
         let first = tokio::select! {
@@ -317,32 +432,19 @@ impl Shared {
         };
         let native = first.is_native();
         let codec = first.codec;
-        if native {
-            let hello = first.packet.hello.as_ref();
-            let expected = match side {
-                Side::Client => Role::Client,
-                Side::Worker => Role::Worker,
-            };
-            if hello.map(|h| h.role) != Some(expected) {
+        if let Some(refusal) = self.admit(&first, side, &options) {
+            if refusal.rc == Some(ResultCode::Unauthorized) || !native {
+                self.unauthorized.fetch_add(1, Ordering::Relaxed);
+            } else {
                 self.handshake_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(peer = %who, role = ?hello.map(|h| h.role), ?side, "a peer connected to the wrong listener");
-                let answer = Packet::error(
-                    None,
-                    ResultCode::BadPacket,
-                    format!(
-                        "this is a {} listener; connect as a {expected:?}",
-                        if side == Side::Client {
-                            "client"
-                        } else {
-                            "worker"
-                        }
-                    ),
-                );
-                if let Ok(f) = codec.encode(&answer) {
-                    let _ = tx.send_frame(f).await;
-                }
-                return;
             }
+            tracing::warn!(peer = %who, ?side, reason = refusal.error.as_deref().unwrap_or_default(), "connection refused");
+            if let Ok(f) = codec.encode(&refusal) {
+                let _ = tx.send_frame(f).await;
+            }
+            return;
+        }
+        if native {
             let answer = Packet::hello(Role::Broker, codec.kind().as_str(), None);
             // Only the connecting side's first frame carries the binary preamble.
             let Ok(frame) = codec.encode(&answer) else {
@@ -373,11 +475,30 @@ impl Shared {
             core.flush(&self.slow_consumers);
         }
         let mut bad = 0u32;
+        let mut last_seen = tokio::time::Instant::now();
+        let mut tick =
+            tokio::time::interval(self.config.ping_interval.max(Duration::from_millis(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let frame = tokio::select! {
                 _ = kill.cancelled() => break,
+                _ = tick.tick(), if native => {
+                    let silent = last_seen.elapsed();
+                    if silent > self.config.ping_timeout {
+                        self.timed_out.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(peer, %who, ?silent, "peer silent past the ping timeout; declaring it dead");
+                        break;
+                    }
+                    if silent >= self.config.ping_interval {
+                        if let Some(slot) = self.lock().peers.get(&peer) {
+                            let _ = slot.out.try_send(Packet::new(PacketType::Ping));
+                        }
+                    }
+                    continue;
+                }
                 f = rx.recv_frame() => f,
             };
+            last_seen = tokio::time::Instant::now();
             let frame = match frame {
                 None => break,
                 Some(Err(e)) => {
@@ -445,4 +566,13 @@ impl Shared {
             kill.cancel();
         }
     }
+}
+
+/// Compares secrets without an early exit, so timing does not reveal how
+/// much of a guess was right. (The length is not secret.)
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

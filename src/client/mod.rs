@@ -50,6 +50,10 @@ pub struct ClientConfig {
     pub default_timeout: Option<Duration>,
     /// How long to wait for the broker's HELLO.
     pub handshake_timeout: Duration,
+    /// PING the broker after this long without hearing from it (native only).
+    pub ping_interval: Duration,
+    /// Declare the broker gone (every pending call: BROKER_WENT_AWAY) after this long without hearing from it.
+    pub ping_timeout: Duration,
 }
 
 impl Default for ClientConfig {
@@ -62,6 +66,8 @@ impl Default for ClientConfig {
             event_backlog: 1024,
             default_timeout: None,
             handshake_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(10),
+            ping_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -183,7 +189,9 @@ impl Client {
             dropped_events: AtomicU64::new(0),
             closed: AtomicBool::new(false),
         });
-        tokio::spawn(read_loop(Arc::downgrade(&inner), rx, codec));
+        let liveness = (!inner.config.legacy)
+            .then_some((inner.config.ping_interval, inner.config.ping_timeout));
+        tokio::spawn(read_loop(Arc::downgrade(&inner), rx, codec, liveness));
         Ok(Client { inner })
     }
 
@@ -438,9 +446,30 @@ async fn read_loop(
     inner: std::sync::Weak<Inner>,
     mut rx: FrameReceiver,
     codec: crate::codec::AnyCodec,
+    liveness: Option<(Duration, Duration)>,
 ) {
+    let (interval, timeout) = liveness.unwrap_or((Duration::from_secs(3600), Duration::MAX));
+    let mut last_seen = Instant::now();
+    let mut tick = tokio::time::interval(interval.max(Duration::from_millis(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let frame = match rx.recv_frame().await {
+        let frame = tokio::select! {
+            _ = tick.tick(), if liveness.is_some() => {
+                let silent = last_seen.elapsed();
+                let Some(inner) = inner.upgrade() else { return };
+                if silent > timeout {
+                    tracing::warn!(broker = %inner.peer, ?silent, "the broker is silent past the ping timeout; giving it up");
+                    break;
+                }
+                if silent >= interval {
+                    let _ = inner.out.try_send(Packet::new(PacketType::Ping));
+                }
+                continue;
+            }
+            f = rx.recv_frame() => f,
+        };
+        last_seen = Instant::now();
+        let frame = match frame {
             Some(Ok(f)) => f,
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "connection to the broker failed");

@@ -158,6 +158,10 @@ pub struct WorkerConfig {
     pub send_queue: usize,
     /// How long to wait for the broker's HELLO.
     pub handshake_timeout: Duration,
+    /// PING the broker after this long without hearing from it (native only).
+    pub ping_interval: Duration,
+    /// Give the broker up (end the session as `BrokerGone`) after this long without hearing from it.
+    pub ping_timeout: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -170,6 +174,8 @@ impl Default for WorkerConfig {
             token: None,
             send_queue: 4096,
             handshake_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(10),
+            ping_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -317,8 +323,22 @@ impl Worker {
         // Wakes the loop when a run ends, for draining.
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<()>();
         let mut draining = false;
+        let mut last_seen = tokio::time::Instant::now();
+        let mut tick = tokio::time::interval(c.ping_interval.max(Duration::from_millis(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let exit = loop {
             let frame = tokio::select! {
+                _ = tick.tick(), if !c.legacy => {
+                    let silent = last_seen.elapsed();
+                    if silent > c.ping_timeout {
+                        tracing::warn!(broker = %peer, ?silent, "the broker is silent past the ping timeout; giving it up");
+                        break WorkerExit::BrokerGone;
+                    }
+                    if silent >= c.ping_interval {
+                        let _ = out.try_send(Packet::new(PacketType::Ping));
+                    }
+                    continue;
+                }
                 Some(()) = done_rx.recv() => {
                     if draining && running.len() == 0 {
                         break if self.stop.is_cancelled() { WorkerExit::Stopped } else { WorkerExit::Shutdown };
@@ -334,6 +354,7 @@ impl Worker {
                 }
                 f = rx.recv_frame() => f,
             };
+            last_seen = tokio::time::Instant::now();
             let packet = match frame {
                 None => break WorkerExit::BrokerGone,
                 Some(Err(e)) => {

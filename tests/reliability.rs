@@ -1,0 +1,256 @@
+//! Liveness and authentication: silent peers are declared dead, healthy idle
+//! ones are kept alive by PING/PONG, tokens are checked per role, and a
+//! listener may refuse legacy (HELLO-less) peers.
+
+use std::time::Duration;
+
+use plexwire::broker::{Broker, BrokerConfig, ListenerOptions, Side};
+use plexwire::client::{Client, ClientConfig};
+use plexwire::codec::{encode_hello, Codec, Json};
+use plexwire::protocol::{Packet, PacketType, ResultCode, Role};
+use plexwire::transport::{self, AnyTransport, ClientTransport, Endpoint};
+use plexwire::worker::{Worker, WorkerConfig, WorkerExit};
+use plexwire::{Error, RunError};
+use serde_json::{json, Value};
+use tokio::time::timeout;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn quick_pings() -> BrokerConfig {
+    BrokerConfig {
+        ping_interval: Duration::from_millis(50),
+        ping_timeout: Duration::from_millis(300),
+        ..BrokerConfig::default()
+    }
+}
+
+fn builtin_worker(token: Option<&str>) -> Worker {
+    plexwire::builtin::register(Worker::new(WorkerConfig {
+        capacity: 2,
+        token: token.map(str::to_owned),
+        ping_interval: Duration::from_millis(50),
+        ping_timeout: Duration::from_millis(300),
+        ..WorkerConfig::default()
+    }))
+}
+
+fn client_config(token: Option<&str>) -> ClientConfig {
+    ClientConfig {
+        token: token.map(str::to_owned),
+        ping_interval: Duration::from_millis(50),
+        ping_timeout: Duration::from_millis(300),
+        ..ClientConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_goes_silent_mid_run_is_declared_dead() {
+    let broker = Broker::new(quick_pings());
+    let clients = broker.listen_clients("tcp://127.0.0.1:0").await.unwrap();
+    let workers = broker.listen_workers("tcp://127.0.0.1:0").await.unwrap();
+    // A native worker that registers, takes a RUN, then never says anything again
+    // (its socket stays open: only liveness can tell it is gone).
+    let (mut tx, mut rx) = AnyTransport.connect(&workers).await.unwrap().into_frames();
+    tx.send_frame(encode_hello(&Json, &Packet::hello(Role::Worker, "json", None)).unwrap())
+        .await
+        .unwrap();
+    rx.recv_frame().await.unwrap().unwrap();
+    tx.send_frame(Json.encode(&Packet::register(1, None)).unwrap())
+        .await
+        .unwrap();
+    assert!(broker.wait_for_capacity(1, LIMIT).await);
+    let client = Client::connect_with(&AnyTransport, &clients, client_config(None))
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let r = timeout(LIMIT, client.run::<_, Value>("anything", &json!({})))
+        .await
+        .unwrap();
+    assert_eq!(r.unwrap_err().rc(), ResultCode::WorkerWentAway);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered within the liveness timeout: {:?}",
+        started.elapsed()
+    );
+    let s = broker.stats();
+    assert_eq!((s.timed_out, s.switchboard.routes), (1, 0));
+    drop((tx, rx));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_healthy_peers_are_kept_alive() {
+    let broker = Broker::new(quick_pings());
+    let clients = broker.listen_clients("tcp://127.0.0.1:0").await.unwrap();
+    let workers = broker.listen_workers("tcp://127.0.0.1:0").await.unwrap();
+    let w = builtin_worker(None);
+    let url = workers.url().to_owned();
+    tokio::spawn(async move { w.run(&url).await });
+    assert!(broker.wait_for_capacity(2, LIMIT).await);
+    let client = Client::connect_with(&AnyTransport, &clients, client_config(None))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await; // four ping timeouts of silence on every link
+    assert_eq!(
+        client
+            .run::<_, i64>("add", &json!({"a": 1, "b": 2}))
+            .await
+            .unwrap(),
+        3
+    );
+    assert_eq!(broker.stats().timed_out, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_broker_fails_pending_calls() {
+    // A fake broker: answers HELLO, then ignores everything.
+    let mut listener = transport::listen("tcp://127.0.0.1:0").await.unwrap();
+    let ep: Endpoint = listener.local_endpoint().clone();
+    let fake = tokio::spawn(async move {
+        let (mut tx, mut rx) = listener.accept().await.unwrap().into_frames();
+        rx.recv_frame().await.unwrap().unwrap();
+        tx.send_frame(
+            Json.encode(&Packet::hello(Role::Broker, "json", None))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+        while rx.recv_frame().await.is_some() {}
+    });
+    let client = Client::connect_with(&AnyTransport, &ep, client_config(None))
+        .await
+        .unwrap();
+    let r = timeout(LIMIT, client.run::<_, Value>("echo", &json!({})))
+        .await
+        .unwrap();
+    assert!(matches!(r, Err(RunError::BrokerWentAway { .. })), "{r:?}");
+    assert!(client.is_closed());
+    fake.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_broker_ends_the_worker_session() {
+    let mut listener = transport::listen("tcp://127.0.0.1:0").await.unwrap();
+    let ep: Endpoint = listener.local_endpoint().clone();
+    let fake = tokio::spawn(async move {
+        let (mut tx, mut rx) = listener.accept().await.unwrap().into_frames();
+        rx.recv_frame().await.unwrap().unwrap();
+        tx.send_frame(
+            Json.encode(&Packet::hello(Role::Broker, "json", None))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+        let mut pings = 0;
+        while let Some(Ok(f)) = rx.recv_frame().await {
+            if Json
+                .decode(&f)
+                .map(|p| p.packet_type == PacketType::Ping)
+                .unwrap_or(false)
+            {
+                pings += 1;
+            }
+        }
+        pings
+    });
+    let exit = timeout(LIMIT, builtin_worker(None).run_with(&AnyTransport, &ep))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit, WorkerExit::BrokerGone);
+    assert!(
+        timeout(LIMIT, fake).await.unwrap().unwrap() >= 1,
+        "the worker pinged before giving up"
+    );
+}
+
+#[tokio::test]
+async fn tokens_are_checked_per_role() {
+    let broker = Broker::new(BrokerConfig {
+        client_token: Some("c-secret".into()),
+        worker_token: Some("w-secret".into()),
+        ..BrokerConfig::default()
+    });
+    let clients = broker.listen_clients("mem://auth-clients").await.unwrap();
+    let workers = broker.listen_workers("mem://auth-workers").await.unwrap();
+
+    match builtin_worker(Some("c-secret"))
+        .run_with(&AnyTransport, &workers)
+        .await
+    {
+        Err(Error::Handshake { reason, .. }) => assert!(
+            reason.contains("UNAUTHORIZED") && reason.contains("token"),
+            "{reason}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    let w = builtin_worker(Some("w-secret"));
+    let url = workers.url().to_owned();
+    tokio::spawn(async move { w.run(&url).await });
+    assert!(broker.wait_for_capacity(2, LIMIT).await);
+
+    for bad in [None, Some("wrong"), Some("w-secret"), Some("c-secre")] {
+        match Client::connect_with(&AnyTransport, &clients, client_config(bad)).await {
+            Err(Error::Handshake { reason, .. }) => {
+                assert!(reason.contains("UNAUTHORIZED"), "{bad:?}: {reason}")
+            }
+            other => panic!("{bad:?}: {other:?}"),
+        }
+    }
+    let client = Client::connect_with(&AnyTransport, &clients, client_config(Some("c-secret")))
+        .await
+        .unwrap();
+    assert_eq!(
+        client
+            .run::<_, i64>("add", &json!({"a": 2, "b": 2}))
+            .await
+            .unwrap(),
+        4
+    );
+    assert_eq!(broker.stats().unauthorized, 5);
+}
+
+#[tokio::test]
+async fn a_listener_can_refuse_legacy_peers() {
+    let broker = Broker::new(BrokerConfig::default());
+    let strict = broker
+        .listen(
+            "mem://strict-clients",
+            Side::Client,
+            ListenerOptions {
+                allow_legacy: false,
+            },
+        )
+        .await
+        .unwrap();
+    let open = broker.listen_clients("mem://open-clients").await.unwrap();
+    let legacy = ClientConfig {
+        legacy: true,
+        ..ClientConfig::default()
+    };
+
+    let c = Client::connect_with(&AnyTransport, &strict, legacy.clone())
+        .await
+        .unwrap();
+    let r = timeout(LIMIT, c.run::<_, Value>("echo", &json!({})))
+        .await
+        .unwrap();
+    assert!(
+        matches!(r, Err(RunError::BrokerWentAway { .. })),
+        "refused and closed: {r:?}"
+    );
+    assert_eq!(broker.stats().unauthorized, 1);
+
+    let c = Client::connect_with(&AnyTransport, &open, legacy)
+        .await
+        .unwrap();
+    let r = c.run::<_, Value>("echo", &json!({})).await;
+    assert_eq!(
+        r.unwrap_err().rc(),
+        ResultCode::NoCapacity,
+        "admitted (no worker yet)"
+    );
+    // Native peers use the strict listener as usual.
+    Client::connect_with(&AnyTransport, &strict, ClientConfig::default())
+        .await
+        .unwrap();
+}
