@@ -66,6 +66,7 @@ pub mod codec;
 mod conn;
 pub mod error;
 pub mod protocol;
+pub mod reconnect;
 pub mod transport;
 pub mod worker;
 

@@ -146,6 +146,17 @@ impl Client {
         .await
     }
 
+    /// Connects to the first of `urls` that answers (failover), waiting up to
+    /// `wait` for one to come up (Conplyent's `connect(timeout)`); zero tries each once.
+    pub async fn connect_any(
+        urls: &[String],
+        config: ClientConfig,
+        wait: Duration,
+    ) -> Result<Client, Error> {
+        let (conn, _) = crate::reconnect::connect_any_url(urls, wait).await?;
+        Client::from_connection(conn, config).await
+    }
+
     /// Connects over any transport.
     pub async fn connect_with<T: ClientTransport + ?Sized>(
         transport: &T,

@@ -35,6 +35,7 @@ use crate::codec::{Codec, CodecKind};
 use crate::conn;
 use crate::error::Error;
 use crate::protocol::{Packet, PacketType, Payload, ResultCode, Role};
+use crate::reconnect::Backoff;
 use crate::transport::{AnyTransport, ClientTransport, Connection, Endpoint};
 
 /// A pipeline's failure: a message and a stack trace.
@@ -276,6 +277,53 @@ impl Worker {
     pub async fn run(&self, url: &str) -> Result<WorkerExit, Error> {
         let endpoint = Endpoint::parse(url)?;
         self.run_with(&AnyTransport, &endpoint).await
+    }
+
+    /// Serves brokers until [`Worker::stop`]: connects to the first of `urls`
+    /// that answers (failover), re-registers after every reconnect, and waits
+    /// with `backoff` between attempts. A lost broker, or a SHUTDOWN from one,
+    /// ends only the session, not the worker: it waits for a broker again.
+    pub async fn run_reconnecting(
+        &self,
+        urls: &[String],
+        backoff: Backoff,
+    ) -> Result<WorkerExit, Error> {
+        let endpoints = urls
+            .iter()
+            .map(|u| Endpoint::parse(u))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut attempt = 0u32;
+        loop {
+            if self.stop.is_cancelled() {
+                return Ok(WorkerExit::Stopped);
+            }
+            let connected = tokio::select! {
+                _ = self.stop.cancelled() => return Ok(WorkerExit::Stopped),
+                c = crate::reconnect::connect_any(&AnyTransport, &endpoints, Duration::ZERO, &backoff) => c,
+            };
+            match connected {
+                Ok((conn, i)) => match self.serve(conn).await {
+                    Ok(WorkerExit::Stopped) => return Ok(WorkerExit::Stopped),
+                    Ok(exit) => {
+                        tracing::warn!(broker = %endpoints[i], ?exit, "broker session ended; reconnecting");
+                        attempt = 0;
+                    }
+                    Err(e @ Error::Handshake { .. }) if e.to_string().contains("UNAUTHORIZED") => {
+                        return Err(e)
+                    }
+                    Err(e) => {
+                        tracing::warn!(broker = %endpoints[i], error = %e, "broker session failed; reconnecting")
+                    }
+                },
+                Err(e) => tracing::debug!(error = %e, "no broker reachable yet"),
+            }
+            let delay = backoff.delay(attempt);
+            attempt = attempt.saturating_add(1);
+            tokio::select! {
+                _ = self.stop.cancelled() => return Ok(WorkerExit::Stopped),
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
     }
 
     /// Like [`Worker::run`], over any transport.
