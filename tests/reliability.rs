@@ -268,18 +268,34 @@ async fn a_worker_reconnects_and_re_registers_after_a_broker_restart() {
     let w = builtin_worker(None);
     let urls = vec![worker_url.clone()];
     let running = w.clone();
-    let task = tokio::spawn(async move { running.run_reconnecting(&urls, Default::default()).await });
+    let task =
+        tokio::spawn(async move { running.run_reconnecting(&urls, Default::default()).await });
     assert!(broker.wait_for_capacity(2, LIMIT).await);
     broker.shutdown(Duration::from_millis(100)).await; // SHUTDOWN, then gone
 
     let broker = Broker::new(BrokerConfig::default());
-    let clients = broker.listen_clients("mem://restart-clients").await.unwrap();
+    let clients = broker
+        .listen_clients("mem://restart-clients")
+        .await
+        .unwrap();
     broker.listen_workers(&worker_url).await.unwrap();
-    assert!(broker.wait_for_capacity(2, LIMIT).await, "the worker came back");
+    assert!(
+        broker.wait_for_capacity(2, LIMIT).await,
+        "the worker came back"
+    );
     let client = Client::connect(clients.url()).await.unwrap();
-    assert_eq!(client.run::<_, i64>("add", &json!({"a": 20, "b": 22})).await.unwrap(), 42);
+    assert_eq!(
+        client
+            .run::<_, i64>("add", &json!({"a": 20, "b": 22}))
+            .await
+            .unwrap(),
+        42
+    );
     w.stop();
-    assert_eq!(timeout(LIMIT, task).await.unwrap().unwrap().unwrap(), WorkerExit::Stopped);
+    assert_eq!(
+        timeout(LIMIT, task).await.unwrap().unwrap().unwrap(),
+        WorkerExit::Stopped
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -290,7 +306,8 @@ async fn a_worker_fails_over_to_the_next_broker() {
     let w = builtin_worker(None);
     let urls = vec![dead, live.url().to_owned()];
     let running = w.clone();
-    let task = tokio::spawn(async move { running.run_reconnecting(&urls, Default::default()).await });
+    let task =
+        tokio::spawn(async move { running.run_reconnecting(&urls, Default::default()).await });
     assert!(broker.wait_for_capacity(2, LIMIT).await);
     w.stop();
     timeout(LIMIT, task).await.unwrap().unwrap().unwrap();
@@ -300,7 +317,14 @@ async fn a_worker_fails_over_to_the_next_broker() {
 async fn a_client_waits_for_a_broker_that_is_not_up_yet() {
     let url = free_tcp_url().await;
     // Nothing listens: a zero wait fails at once, with the URL in the error.
-    let e = Client::connect_any(&[url.clone()], ClientConfig::default(), Duration::ZERO).await.unwrap_err().to_string();
+    let e = Client::connect_any(
+        std::slice::from_ref(&url),
+        ClientConfig::default(),
+        Duration::ZERO,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
     assert!(e.contains(&url), "{e}");
     let late = url.clone();
     let starter = tokio::spawn(async move {
@@ -309,11 +333,26 @@ async fn a_client_waits_for_a_broker_that_is_not_up_yet() {
         broker.listen_clients(&late).await.unwrap();
         broker
     });
-    let client = Client::connect_any(&[url.clone()], ClientConfig::default(), Duration::from_secs(10)).await.unwrap();
+    let client = Client::connect_any(
+        std::slice::from_ref(&url),
+        ClientConfig::default(),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
     let _broker = starter.await.unwrap();
     // Connected: an empty broker answers NO_CAPACITY.
-    assert_eq!(client.run::<_, Value>("echo", &json!({})).await.unwrap_err().rc(), ResultCode::NoCapacity);
+    assert_eq!(
+        client
+            .run::<_, Value>("echo", &json!({}))
+            .await
+            .unwrap_err()
+            .rc(),
+        ResultCode::NoCapacity
+    );
     // Failover at connect time: a dead endpoint first.
     let dead = free_tcp_url().await;
-    Client::connect_any(&[dead, url], ClientConfig::default(), Duration::ZERO).await.unwrap();
+    Client::connect_any(&[dead, url], ClientConfig::default(), Duration::ZERO)
+        .await
+        .unwrap();
 }

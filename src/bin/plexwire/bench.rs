@@ -280,7 +280,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, String> {
             sink.push("plexwire", t, c, "sequential p99", pct(&lat, 0.99), "µs");
             sink.push("plexwire", t, c, "sequential p999", pct(&lat, 0.999), "µs");
             for k in [1usize, 100, 1000] {
-                let rate = plexwire_rate(&[client.clone()], k, window).await?;
+                let rate = plexwire_rate(std::slice::from_ref(&client), k, window).await?;
                 sink.push(
                     "plexwire",
                     t,
