@@ -218,6 +218,7 @@ async fn a_listener_can_refuse_legacy_peers() {
             Side::Client,
             ListenerOptions {
                 allow_legacy: false,
+                ..ListenerOptions::default()
             },
         )
         .await

@@ -13,6 +13,7 @@ fn sb(queue_limit: usize) -> Switchboard {
     Switchboard::new(SwitchboardConfig {
         queue_limit,
         max_capacity: 1000,
+        ..SwitchboardConfig::default()
     })
 }
 
@@ -451,4 +452,32 @@ fn shutdown_tells_native_workers_and_answers_the_queue() {
     s.abort_all(ResultCode::BrokerWentAway, "grace period over");
     assert_eq!(rc_to(&drain(&mut s), C), vec![ResultCode::BrokerWentAway]);
     assert_eq!((s.stats().routes, s.stats().free_capacity), (0, 1));
+}
+
+#[test]
+fn one_client_cannot_hold_more_than_its_share() {
+    let mut s = Switchboard::new(SwitchboardConfig {
+        queue_limit: 100,
+        max_capacity: 1000,
+        max_runs_per_client: 3,
+    });
+    setup(&mut s);
+    s.handle_connect(W, Side::Worker, true);
+    s.handle_packet(W, Packet::register(1, None));
+    for _ in 0..4 {
+        s.handle_packet(C, run("p").1);
+    }
+    let out = drain(&mut s);
+    assert_eq!(rc_to(&out, C), vec![ResultCode::NoCapacity]);
+    assert!(out
+        .last()
+        .unwrap()
+        .packet
+        .error
+        .as_ref()
+        .unwrap()
+        .contains("per-client limit"));
+    // Another client is not affected.
+    s.handle_packet(L, run("p").1);
+    assert!(rc_to(&drain(&mut s), L).is_empty(), "queued, not refused");
 }

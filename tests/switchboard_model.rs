@@ -351,7 +351,7 @@ proptest! {
         queue_limit in 0usize..4,
         ops in proptest::collection::vec(op(), 1..250),
     ) {
-        let mut s = Switchboard::new(SwitchboardConfig { queue_limit, max_capacity: 3 });
+        let mut s = Switchboard::new(SwitchboardConfig { queue_limit, max_capacity: 3, ..SwitchboardConfig::default() });
         let mut m = Model::default();
         m.apply(&mut s, Op::ConnectClient { native: true })?;
         for op in ops {

@@ -41,6 +41,8 @@ pub struct BrokerConfig {
     pub queue_limit: usize,
     /// The largest capacity one worker may register.
     pub max_capacity: u32,
+    /// Runs one client may have waiting for results at once.
+    pub max_runs_per_client: usize,
     /// Packets queued for one connection before it counts as not reading and is dropped.
     pub send_queue: usize,
     /// How long a new connection may take to send its first packet.
@@ -66,11 +68,17 @@ pub struct ListenerOptions {
     /// token, so on a listener that allows them the token check applies to
     /// native peers only.
     pub allow_legacy: bool,
+    /// Connections this listener holds at once; further ones wait in the
+    /// kernel's backlog until one closes.
+    pub max_connections: usize,
 }
 
 impl Default for ListenerOptions {
     fn default() -> Self {
-        ListenerOptions { allow_legacy: true }
+        ListenerOptions {
+            allow_legacy: true,
+            max_connections: 10_000,
+        }
     }
 }
 
@@ -79,6 +87,7 @@ impl Default for BrokerConfig {
         BrokerConfig {
             queue_limit: 1024,
             max_capacity: 65_536,
+            max_runs_per_client: 100_000,
             send_queue: 8192,
             handshake_timeout: Duration::from_secs(10),
             max_bad_frames: 16,
@@ -172,6 +181,7 @@ impl Broker {
         let switchboard = Switchboard::new(SwitchboardConfig {
             queue_limit: config.queue_limit,
             max_capacity: config.max_capacity,
+            max_runs_per_client: config.max_runs_per_client,
         });
         Broker {
             shared: Arc::new(Shared {
@@ -235,7 +245,14 @@ impl Broker {
         let shared = self.shared.clone();
         self.shared.tracker.spawn(async move {
             let mut backoff = Duration::from_millis(5);
+            // A permit per connection: at the limit, accepting pauses and new
+            // connections wait in the kernel's backlog (mini-redis's pattern).
+            let limit = Arc::new(tokio::sync::Semaphore::new(options.max_connections.max(1)));
             loop {
+                let permit = tokio::select! {
+                    _ = shared.accepting.cancelled() => break,
+                    p = limit.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+                };
                 let conn = tokio::select! {
                     _ = shared.accepting.cancelled() => break,
                     c = listener.accept() => c,
@@ -245,9 +262,10 @@ impl Broker {
                         backoff = Duration::from_millis(5);
                         shared.accepted.fetch_add(1, Ordering::Relaxed);
                         let (s, o) = (shared.clone(), options.clone());
-                        shared
-                            .tracker
-                            .spawn(async move { s.serve_connection(conn, side, o).await });
+                        shared.tracker.spawn(async move {
+                            let _permit = permit;
+                            s.serve_connection(conn, side, o).await
+                        });
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: wait, then go on.

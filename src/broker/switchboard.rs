@@ -56,6 +56,9 @@ pub struct SwitchboardConfig {
     pub queue_limit: usize,
     /// The largest capacity one REGISTER may announce.
     pub max_capacity: u32,
+    /// Runs one client may have waiting for results at once; more are
+    /// answered NO_CAPACITY. One client cannot fill the queue for everyone.
+    pub max_runs_per_client: usize,
 }
 
 impl Default for SwitchboardConfig {
@@ -63,6 +66,7 @@ impl Default for SwitchboardConfig {
         SwitchboardConfig {
             queue_limit: 1024,
             max_capacity: 65_536,
+            max_runs_per_client: 100_000,
         }
     }
 }
@@ -449,6 +453,23 @@ impl Switchboard {
             );
         }
         if !detached {
+            let limit = self.config.max_runs_per_client;
+            if self
+                .clients
+                .get(&peer)
+                .is_some_and(|c| c.runs.len() >= limit)
+            {
+                return self.finish_to_owner(
+                    peer,
+                    Packet::error(
+                        Some(cookie),
+                        ResultCode::NoCapacity,
+                        format!(
+                            "this client already has {limit} runs in flight (the per-client limit)"
+                        ),
+                    ),
+                );
+            }
             if let Some(c) = self.clients.get_mut(&peer) {
                 c.runs.insert(cookie);
             }

@@ -1,0 +1,259 @@
+//! Hostile input against a running broker while a well-behaved client keeps
+//! running pipelines: hundreds of malformed, truncated, oversized, random,
+//! lying and silent connections. Each is answered BAD_PACKET or closed; the
+//! broker and every other peer go on — not one good run fails.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::join_all;
+use plexwire::broker::{Broker, BrokerConfig};
+use plexwire::client::Client;
+use plexwire::codec::{encode_hello, Codec, Json};
+use plexwire::protocol::{Packet, ResultCode, Role};
+use plexwire::transport::{self, Endpoint};
+use plexwire::worker::{Worker, WorkerConfig};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// xorshift64*: deterministic noise without a dependency.
+struct Noise(u64);
+
+impl Noise {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+fn addr(ep: &Endpoint) -> String {
+    ep.url().trim_start_matches("tcp://").to_owned()
+}
+
+/// Sends `frames` length-prefixed, then reads what comes back until the
+/// broker closes or goes quiet; returns the decoded RESULT codes.
+async fn framed_attack(ep: &Endpoint, frames: Vec<Vec<u8>>) -> Vec<Option<ResultCode>> {
+    let Ok(conn) = transport::connect(ep.url()).await else {
+        return vec![];
+    };
+    let (mut tx, mut rx) = conn.into_frames();
+    for f in frames {
+        if tx.send_frame(Bytes::from(f)).await.is_err() {
+            break;
+        }
+    }
+    let mut codes = Vec::new();
+    while let Ok(Some(Ok(f))) = timeout(Duration::from_millis(300), rx.recv_frame()).await {
+        codes.push(Json.decode(&f).ok().and_then(|p| p.rc));
+    }
+    codes
+}
+
+/// Writes raw bytes (no framing), then waits for the broker to close or stay quiet.
+async fn raw_attack(ep: &Endpoint, bytes: Vec<u8>, close_after_write: bool) {
+    let Ok(mut s) = TcpStream::connect(addr(ep)).await else {
+        return;
+    };
+    let _ = s.write_all(&bytes).await;
+    if close_after_write {
+        return;
+    }
+    let mut buf = [0u8; 4096];
+    let _ = timeout(Duration::from_secs(3), async {
+        while let Ok(n) = s.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_peers_do_not_disturb_a_good_client() {
+    let broker = Broker::new(BrokerConfig {
+        handshake_timeout: Duration::from_millis(500),
+        ..BrokerConfig::default()
+    });
+    let clients = broker.listen_clients("tcp://127.0.0.1:0").await.unwrap();
+    let workers = broker.listen_workers("tcp://127.0.0.1:0").await.unwrap();
+    let w = plexwire::builtin::register(Worker::new(WorkerConfig {
+        capacity: 8,
+        ..WorkerConfig::default()
+    }));
+    let wurl = workers.url().to_owned();
+    tokio::spawn(async move { w.run(&wurl).await });
+    assert!(broker.wait_for_capacity(8, LIMIT).await);
+    let good = Client::connect(clients.url()).await.unwrap();
+
+    // The well-behaved client: 600 runs, 8 at a time, for the whole attack.
+    let good_runs = {
+        let good = good.clone();
+        tokio::spawn(async move {
+            let mut failures = Vec::new();
+            for round in 0..75i64 {
+                let calls = (0..8i64).map(|i| {
+                    let good = good.clone();
+                    async move {
+                        good.run::<_, i64>("add", &json!({"a": round, "b": i}))
+                            .await
+                            .map(|v| (v, round + i))
+                    }
+                });
+                for r in join_all(calls).await {
+                    match r {
+                        Ok((got, want)) if got == want => {}
+                        other => failures.push(format!("{other:?}")),
+                    }
+                }
+            }
+            failures
+        })
+    };
+
+    let mut noise = Noise(0x9e37_79b9_7f4a_7c15);
+    let mut attacks = Vec::new();
+    let mut count = 0;
+    for i in 0..40 {
+        let (c, w) = (clients.clone(), workers.clone());
+        let len = 1 + (noise.next() % 300) as usize;
+        let junk = noise.bytes(len);
+        let junk_json = format!("{{\"packet_type\": \"RUN\", \"cookie\": \"{}\"", i);
+        let cases: Vec<tokio::task::JoinHandle<()>> = vec![
+            // Random bytes as a first frame: refused and closed.
+            tokio::spawn({
+                let c = c.clone();
+                let j = junk.clone();
+                async move {
+                    framed_attack(&c, vec![j]).await;
+                }
+            }),
+            // A legacy client, then garbage: each answered BAD_PACKET.
+            tokio::spawn({
+                let c = c.clone();
+                let j = junk_json.clone();
+                async move {
+                    let legacy_run = br#"{"packet_type":"RUN","pipeline":"add"}"#.to_vec(); // no cookie
+                    let codes = framed_attack(
+                        &c,
+                        vec![
+                            legacy_run,
+                            j.into_bytes(),
+                            br#"{"packet_type":"NOPE"}"#.to_vec(),
+                            br#"{"packet_type":"RUN","cookie":5,"pipeline":["x"]}"#.to_vec(),
+                        ],
+                    )
+                    .await;
+                    assert!(
+                        codes.iter().all(|c| *c == Some(ResultCode::BadPacket)),
+                        "{codes:?}"
+                    );
+                    assert_eq!(codes.len(), 4, "each bad packet answered: {codes:?}");
+                }
+            }),
+            // An absurd length prefix: closed, nothing allocated.
+            tokio::spawn({
+                let c = c.clone();
+                async move { raw_attack(&c, vec![0xff, 0xff, 0xff, 0xff, 1, 2, 3], false).await }
+            }),
+            // A truncated frame, then the connection drops.
+            tokio::spawn({
+                let c = c.clone();
+                async move { raw_attack(&c, vec![0, 0, 0, 100, b'{', b'"'], true).await }
+            }),
+            // Unframed random bytes.
+            tokio::spawn({
+                let c = c.clone();
+                let j = junk.clone();
+                async move { raw_attack(&c, j, false).await }
+            }),
+            // Binary preamble with a wrong version, and with a garbage body.
+            tokio::spawn({
+                let c = c.clone();
+                async move {
+                    framed_attack(&c, vec![b"\0PXW\x01\x09junk".to_vec()]).await;
+                }
+            }),
+            tokio::spawn({
+                let c = c.clone();
+                async move {
+                    framed_attack(&c, vec![b"\0PXW\x01\x01\xff\xff\xff\xff".to_vec()]).await;
+                }
+            }),
+            // A worker announcing an absurd capacity, and RESULTs for cookies it never got.
+            tokio::spawn({
+                let w = w.clone();
+                async move {
+                    let reg = Json
+                        .encode(&Packet::register(100_000_000, None))
+                        .unwrap()
+                        .to_vec();
+                    let lie = Json
+                        .encode(&Packet::ok(uuid::Uuid::new_v4(), None))
+                        .unwrap()
+                        .to_vec();
+                    let codes = framed_attack(&w, vec![reg, lie.clone(), lie]).await;
+                    assert_eq!(
+                        codes,
+                        vec![Some(ResultCode::BadPacket)],
+                        "absurd capacity refused, lies dropped"
+                    );
+                }
+            }),
+            // A native client that connects to the worker listener.
+            tokio::spawn({
+                let w = w.clone();
+                async move {
+                    let hello = encode_hello(&Json, &Packet::hello(Role::Client, "json", None))
+                        .unwrap()
+                        .to_vec();
+                    assert_eq!(
+                        framed_attack(&w, vec![hello]).await,
+                        vec![Some(ResultCode::BadPacket)]
+                    );
+                }
+            }),
+        ];
+        count += cases.len();
+        attacks.extend(cases);
+    }
+    // Slowloris: connections that say nothing, or half a header.
+    for i in 0..20 {
+        let c = clients.clone();
+        attacks.push(tokio::spawn(async move {
+            raw_attack(&c, if i % 2 == 0 { vec![] } else { vec![0, 0] }, false).await
+        }));
+        count += 1;
+    }
+    for a in timeout(LIMIT, join_all(attacks))
+        .await
+        .expect("every hostile connection ends")
+    {
+        a.expect("attack assertions hold");
+    }
+    let failures = timeout(LIMIT, good_runs).await.unwrap().unwrap();
+    assert!(failures.is_empty(), "good runs failed: {failures:?}");
+    assert!(count >= 300, "{count} hostile connections");
+
+    let stats = broker.stats();
+    assert!(stats.handshake_failures >= 100, "{stats:?}");
+    assert!(stats.bad_frames >= 120, "{stats:?}");
+    assert_eq!(stats.switchboard.routes, 0);
+    assert_eq!(stats.switchboard.free_capacity, 8);
+    // Still serving.
+    assert_eq!(
+        good.run::<_, i64>("add", &json!({"a": 1, "b": 1}))
+            .await
+            .unwrap(),
+        2
+    );
+}
