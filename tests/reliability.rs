@@ -357,3 +357,77 @@ async fn a_client_waits_for_a_broker_that_is_not_up_yet() {
         .await
         .unwrap();
 }
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_dropped_and_memory_stays_bounded() {
+    use plexwire::protocol::Payload;
+    let broker = Broker::new(BrokerConfig {
+        send_queue: 512,
+        ..BrokerConfig::default()
+    });
+    let clients = broker.listen_clients("tcp://127.0.0.1:0").await.unwrap();
+    let workers = broker.listen_workers("tcp://127.0.0.1:0").await.unwrap();
+    let w = builtin_worker(None);
+    let url = workers.url().to_owned();
+    tokio::spawn(async move { w.run(&url).await });
+    assert!(broker.wait_for_capacity(2, LIMIT).await);
+    let before = rss_kib();
+    // A native client asks for ten million events, then never reads.
+    let (mut tx, mut rx) = AnyTransport.connect(&clients).await.unwrap().into_frames();
+    tx.send_frame(encode_hello(&Json, &Packet::hello(Role::Client, "json", None)).unwrap())
+        .await
+        .unwrap();
+    rx.recv_frame().await.unwrap().unwrap();
+    let run = Packet::run(
+        uuid::Uuid::new_v4(),
+        "count",
+        Some(Payload::from_json_text(r#"{"to": 10000000}"#)),
+        false,
+    );
+    tx.send_frame(Json.encode(&run).unwrap()).await.unwrap();
+    // The broker's queue to this client fills; it drops the client and cancels its run.
+    timeout(LIMIT, async {
+        loop {
+            let s = broker.stats();
+            if s.slow_consumers == 1
+                && s.switchboard.routes == 0
+                && s.switchboard.free_capacity == 2
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("slow consumer not dropped: {:?}", broker.stats()));
+    let grown = rss_kib().saturating_sub(before);
+    assert!(
+        grown < 64 * 1024,
+        "memory grew by {grown} KiB while a consumer stalled"
+    );
+    assert_eq!(
+        broker.stats().switchboard.failed,
+        vec![(ResultCode::Cancelled, 1)],
+        "cancelled at the worker"
+    );
+    // Everyone else is fine.
+    let c = Client::connect(clients.url()).await.unwrap();
+    assert_eq!(
+        c.run::<_, i64>("add", &json!({"a": 1, "b": 1}))
+            .await
+            .unwrap(),
+        2
+    );
+    drop((tx, rx));
+}
