@@ -431,3 +431,65 @@ async fn a_client_that_stops_reading_is_dropped_and_memory_stays_bounded() {
     );
     drop((tx, rx));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_reconnects_and_calls_made_meanwhile_wait_within_a_bound() {
+    use plexwire::client::Reconnect;
+    let (client_url, worker_url) = (free_tcp_url().await, free_tcp_url().await);
+    let start_broker = || async {
+        let b = Broker::new(BrokerConfig::default());
+        b.listen_clients(&client_url).await.unwrap();
+        b.listen_workers(&worker_url).await.unwrap();
+        b
+    };
+    let broker = start_broker().await;
+    let w = builtin_worker(None);
+    let urls = vec![worker_url.clone()];
+    let running = w.clone();
+    tokio::spawn(async move { running.run_reconnecting(&urls, Default::default()).await });
+    assert!(broker.wait_for_capacity(2, LIMIT).await);
+
+    let patient = ClientConfig {
+        reconnect: Some(Reconnect {
+            call_wait: Duration::from_secs(10),
+            ..Reconnect::default()
+        }),
+        ..ClientConfig::default()
+    };
+    let impatient = ClientConfig {
+        reconnect: Some(Reconnect::default()),
+        ..ClientConfig::default()
+    };
+    let client = Client::connect_any(std::slice::from_ref(&client_url), patient, Duration::ZERO)
+        .await
+        .unwrap();
+    let hasty = Client::connect_any(std::slice::from_ref(&client_url), impatient, Duration::ZERO)
+        .await
+        .unwrap();
+    let in_flight = client
+        .start("sleep", &json!({"seconds": 60}))
+        .await
+        .unwrap();
+
+    broker.shutdown(Duration::from_millis(50)).await;
+    // The call that was in flight on the lost connection is answered.
+    let r = timeout(LIMIT, in_flight.finish::<Value>()).await.unwrap();
+    assert!(matches!(r, Err(RunError::BrokerWentAway { .. })), "{r:?}");
+    // While disconnected: fail fast, or wait for the reconnect.
+    let r = hasty.run::<_, Value>("echo", &json!({})).await;
+    assert!(matches!(r, Err(RunError::BrokerWentAway { .. })), "{r:?}");
+    let waiting = {
+        let client = client.clone();
+        tokio::spawn(async move { client.run::<_, i64>("add", &json!({"a": 41, "b": 1})).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let broker = start_broker().await;
+    assert!(broker.wait_for_capacity(2, LIMIT).await);
+    assert_eq!(
+        timeout(LIMIT, waiting).await.unwrap().unwrap().unwrap(),
+        42,
+        "the waiting call ran once the client reconnected"
+    );
+    assert!(!client.is_closed());
+    w.stop();
+}

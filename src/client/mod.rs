@@ -4,7 +4,9 @@
 //! by cookie (a fresh UUID v4 each). A reader task routes every RESULT and
 //! EVENT to the call that waits for it; a writer task coalesces outgoing
 //! packets. When the connection drops, every pending call is answered
-//! BROKER_WENT_AWAY.
+//! BROKER_WENT_AWAY. With a [`Reconnect`] policy the client then connects
+//! again (failing over between its endpoints, with backoff), and new calls
+//! wait for the new connection up to the policy's bound.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -16,21 +18,22 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::codec::{Codec, CodecKind};
+use crate::codec::{AnyCodec, Codec, CodecKind};
 use crate::conn;
 use crate::error::{Error, RunError};
 use crate::protocol::{Packet, PacketType, Payload, ResultCode, Role};
+use crate::reconnect::Backoff;
 use crate::transport::{AnyTransport, ClientTransport, Connection, Endpoint, FrameReceiver};
 
 /// Client settings.
@@ -54,6 +57,9 @@ pub struct ClientConfig {
     pub ping_interval: Duration,
     /// Declare the broker gone (every pending call: BROKER_WENT_AWAY) after this long without hearing from it.
     pub ping_timeout: Duration,
+    /// Reconnect when the connection drops (used by [`Client::connect_any`]
+    /// and [`Client::connect_with`], which know where to reconnect to).
+    pub reconnect: Option<Reconnect>,
 }
 
 impl Default for ClientConfig {
@@ -68,8 +74,19 @@ impl Default for ClientConfig {
             handshake_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(10),
             ping_timeout: Duration::from_secs(30),
+            reconnect: None,
         }
     }
+}
+
+/// How a client reconnects.
+#[derive(Debug, Clone, Default)]
+pub struct Reconnect {
+    /// Delays between attempts.
+    pub backoff: Backoff,
+    /// How long a call made while disconnected waits for the connection to
+    /// come back before failing BROKER_WENT_AWAY; zero fails at once.
+    pub call_wait: Duration,
 }
 
 /// Per-call options.
@@ -80,23 +97,33 @@ pub struct RunOptions {
 }
 
 struct Slot {
+    /// The connection the RUN went out on; its loss answers this call.
+    session: u64,
     events: mpsc::Sender<Payload>,
     result: oneshot::Sender<Packet>,
 }
 
-struct Inner {
+/// The connection in use.
+struct Session {
+    id: u64,
     out: mpsc::Sender<Packet>,
-    pending: Mutex<Pending>,
-    config: ClientConfig,
     peer: String,
-    dropped_events: AtomicU64,
-    closed: AtomicBool,
 }
 
 #[derive(Default)]
 struct Pending {
     slots: HashMap<Uuid, Slot>,
+    session: Option<Session>,
+    /// For good: no reconnect policy, or the client is shutting down.
     closed: bool,
+}
+
+struct Inner {
+    pending: Mutex<Pending>,
+    /// Woken when a session starts or the client closes for good.
+    changed: Notify,
+    config: ClientConfig,
+    dropped_events: AtomicU64,
 }
 
 impl Inner {
@@ -108,13 +135,45 @@ impl Inner {
         self.pending().slots.remove(cookie).is_some()
     }
 
+    fn sender(&self) -> Option<mpsc::Sender<Packet>> {
+        self.pending().session.as_ref().map(|s| s.out.clone())
+    }
+
     fn send_cancel(&self, cookie: Uuid) {
-        if self.out.try_send(Packet::cancel(cookie)).is_err() {
-            let out = self.out.clone();
+        let Some(out) = self.sender() else { return };
+        if out.try_send(Packet::cancel(cookie)).is_err() {
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(async move {
                     let _ = out.send(Packet::cancel(cookie)).await;
                 });
+            }
+        }
+    }
+
+    /// The current connection, waiting up to the reconnect policy's bound
+    /// for one if there is none; `None` if there is none to be had.
+    async fn session(&self) -> Option<(u64, mpsc::Sender<Packet>)> {
+        let wait = self
+            .config
+            .reconnect
+            .as_ref()
+            .map_or(Duration::ZERO, |r| r.call_wait);
+        let deadline = Instant::now() + wait;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let p = self.pending();
+                if let Some(s) = &p.session {
+                    return Some((s.id, s.out.clone()));
+                }
+                if p.closed {
+                    return None;
+                }
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return None;
             }
         }
     }
@@ -128,9 +187,10 @@ pub struct Client {
 
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let p = self.inner.pending();
         f.debug_struct("Client")
-            .field("broker", &self.inner.peer)
-            .field("pending", &self.pending())
+            .field("broker", &p.session.as_ref().map(|s| s.peer.clone()))
+            .field("pending", &p.slots.len())
             .finish()
     }
 }
@@ -147,62 +207,73 @@ impl Client {
     }
 
     /// Connects to the first of `urls` that answers (failover), waiting up to
-    /// `wait` for one to come up (Conplyent's `connect(timeout)`); zero tries each once.
+    /// `wait` for one to come up (Conplyent's `connect(timeout)`); zero tries
+    /// each once. With `config.reconnect`, the client reconnects to these
+    /// endpoints whenever its connection drops.
     pub async fn connect_any(
         urls: &[String],
         config: ClientConfig,
         wait: Duration,
     ) -> Result<Client, Error> {
-        let (conn, _) = crate::reconnect::connect_any_url(urls, wait).await?;
-        Client::from_connection(conn, config).await
+        let endpoints = urls
+            .iter()
+            .map(|u| Endpoint::parse(u))
+            .collect::<Result<Vec<_>, _>>()?;
+        let backoff = config
+            .reconnect
+            .as_ref()
+            .map(|r| r.backoff.clone())
+            .unwrap_or_default();
+        let (conn, _) =
+            crate::reconnect::connect_any(&AnyTransport, &endpoints, wait, &backoff).await?;
+        Client::establish(conn, config, Arc::new(AnyTransport), endpoints).await
     }
 
-    /// Connects over any transport.
-    pub async fn connect_with<T: ClientTransport + ?Sized>(
+    /// Connects over any transport (and reconnects over it, with `config.reconnect`).
+    pub async fn connect_with<T: ClientTransport + Clone + 'static>(
         transport: &T,
         endpoint: &Endpoint,
         config: ClientConfig,
     ) -> Result<Client, Error> {
         let conn = transport.connect(endpoint).await?;
-        Client::from_connection(conn, config).await
+        Client::establish(
+            conn,
+            config,
+            Arc::new(transport.clone()),
+            vec![endpoint.clone()],
+        )
+        .await
     }
 
-    /// Uses an established connection.
-    pub async fn from_connection(conn: Connection, config: ClientConfig) -> Result<Client, Error> {
-        let opened = conn::open(
-            conn,
-            Role::Client,
-            config.codec,
-            config.legacy,
-            config.token.clone(),
-            config.handshake_timeout,
-        )
-        .await?;
-        let conn::Opened {
-            tx,
-            rx,
-            codec,
-            peer,
-        } = opened;
-        // The writer ends when the last sender (held by `Inner`) is dropped.
-        let (out, _writer) = conn::spawn_writer(
-            tx,
-            codec,
-            config.send_queue,
-            config.legacy,
-            CancellationToken::new(),
-        );
+    /// Uses an established connection (no reconnecting: there is nowhere to reconnect to).
+    pub async fn from_connection(
+        conn: Connection,
+        mut config: ClientConfig,
+    ) -> Result<Client, Error> {
+        config.reconnect = None;
+        Client::establish(conn, config, Arc::new(AnyTransport), Vec::new()).await
+    }
+
+    async fn establish(
+        conn: Connection,
+        config: ClientConfig,
+        transport: Arc<dyn ClientTransport>,
+        endpoints: Vec<Endpoint>,
+    ) -> Result<Client, Error> {
+        let opened = open(conn, &config).await?;
         let inner = Arc::new(Inner {
-            out,
             pending: Mutex::new(Pending::default()),
+            changed: Notify::new(),
             config,
-            peer,
             dropped_events: AtomicU64::new(0),
-            closed: AtomicBool::new(false),
         });
-        let liveness = (!inner.config.legacy)
-            .then_some((inner.config.ping_interval, inner.config.ping_timeout));
-        tokio::spawn(read_loop(Arc::downgrade(&inner), rx, codec, liveness));
+        let first = begin_session(&inner, opened, 1);
+        tokio::spawn(supervise(
+            Arc::downgrade(&inner),
+            first,
+            transport,
+            endpoints,
+        ));
         Ok(Client { inner })
     }
 
@@ -262,24 +333,40 @@ impl Client {
         variables: Option<Payload>,
         options: RunOptions,
     ) -> Result<RunHandle, RunError> {
+        let gone = || RunError::BrokerWentAway {
+            pipeline: pipeline.into(),
+        };
         let cookie = Uuid::new_v4();
         let (events_tx, events) = mpsc::channel(self.inner.config.event_backlog.max(1));
         let (result_tx, result) = oneshot::channel();
-        {
-            let mut pending = self.inner.pending();
-            if pending.closed {
-                return Err(RunError::BrokerWentAway {
-                    pipeline: pipeline.into(),
-                });
+        // Registered under the same lock that says which connection is
+        // current: a connection lost after this answers the call.
+        let mut slot = Some(Slot {
+            session: 0,
+            events: events_tx,
+            result: result_tx,
+        });
+        let register = |inner: &Inner,
+                        slot: &mut Option<Slot>,
+                        want: Option<u64>|
+         -> Option<mpsc::Sender<Packet>> {
+            let mut p = inner.pending();
+            let (id, out) = p.session.as_ref().map(|s| (s.id, s.out.clone()))?;
+            if want.is_some_and(|w| w != id) {
+                return None;
             }
-            pending.slots.insert(
-                cookie,
-                Slot {
-                    events: events_tx,
-                    result: result_tx,
-                },
-            );
-        }
+            let mut s = slot.take()?;
+            s.session = id;
+            p.slots.insert(cookie, s);
+            Some(out)
+        };
+        let out = match register(&self.inner, &mut slot, None) {
+            Some(out) => out,
+            None => {
+                let (session, _) = self.inner.session().await.ok_or_else(gone)?;
+                register(&self.inner, &mut slot, Some(session)).ok_or_else(gone)?
+            }
+        };
         let timeout = options.timeout.or(self.inner.config.default_timeout);
         let handle = RunHandle {
             cookie,
@@ -291,17 +378,13 @@ impl Client {
             timeout,
             deadline: timeout.map(|t| Instant::now() + t),
         };
-        if self
-            .inner
-            .out
+        if out
             .send(Packet::run(cookie, pipeline, variables, false))
             .await
             .is_err()
         {
             self.inner.forget(&cookie);
-            return Err(RunError::BrokerWentAway {
-                pipeline: pipeline.into(),
-            });
+            return Err(gone());
         }
         Ok(handle)
     }
@@ -319,13 +402,13 @@ impl Client {
             source,
         })?;
         let cookie = Uuid::new_v4();
-        self.inner
-            .out
-            .send(Packet::run(cookie, pipeline, Some(payload), true))
+        let gone = || RunError::BrokerWentAway {
+            pipeline: pipeline.into(),
+        };
+        let (_, out) = self.inner.session().await.ok_or_else(gone)?;
+        out.send(Packet::run(cookie, pipeline, Some(payload), true))
             .await
-            .map_err(|_| RunError::BrokerWentAway {
-                pipeline: pipeline.into(),
-            })?;
+            .map_err(|_| gone())?;
         Ok(cookie)
     }
 
@@ -339,9 +422,9 @@ impl Client {
         self.inner.dropped_events.load(Ordering::Relaxed)
     }
 
-    /// Whether the connection to the broker is gone.
+    /// Whether the client has no connection to a broker right now.
     pub fn is_closed(&self) -> bool {
-        self.inner.closed.load(Ordering::Relaxed)
+        self.inner.pending().session.is_none()
     }
 }
 
@@ -390,7 +473,9 @@ impl RunHandle {
     /// Asks the broker to cancel the run; its result (CANCELLED, or whatever
     /// it finished with first) still arrives through [`RunHandle::finish`].
     pub async fn cancel(&self) {
-        let _ = self.inner.out.send(Packet::cancel(self.cookie)).await;
+        if let Some(out) = self.inner.sender() {
+            let _ = out.send(Packet::cancel(self.cookie)).await;
+        }
     }
 
     /// Waits for the result and deserializes it as `O` (events not yet read are discarded).
@@ -453,12 +538,140 @@ impl Drop for RunHandle {
     }
 }
 
-async fn read_loop(
-    inner: std::sync::Weak<Inner>,
-    mut rx: FrameReceiver,
-    codec: crate::codec::AnyCodec,
-    liveness: Option<(Duration, Duration)>,
+async fn open(conn: Connection, config: &ClientConfig) -> Result<conn::Opened, Error> {
+    conn::open(
+        conn,
+        Role::Client,
+        config.codec,
+        config.legacy,
+        config.token.clone(),
+        config.handshake_timeout,
+    )
+    .await
+}
+
+/// What the reader of one connection needs.
+struct Reading {
+    rx: FrameReceiver,
+    codec: AnyCodec,
+    session: u64,
+}
+
+/// Makes `opened` the current connection and starts its writer.
+fn begin_session(inner: &Inner, opened: conn::Opened, id: u64) -> Reading {
+    let conn::Opened {
+        tx,
+        rx,
+        codec,
+        peer,
+    } = opened;
+    // The writer ends when the last sender (held by the session) is dropped.
+    let (out, _writer) = conn::spawn_writer(
+        tx,
+        codec,
+        inner.config.send_queue,
+        inner.config.legacy,
+        CancellationToken::new(),
+    );
+    inner.pending().session = Some(Session { id, out, peer });
+    inner.changed.notify_waiters();
+    Reading {
+        rx,
+        codec,
+        session: id,
+    }
+}
+
+/// Runs connections one after another: read until one ends, answer its
+/// calls BROKER_WENT_AWAY, and (with a reconnect policy) connect again.
+async fn supervise(
+    inner: Weak<Inner>,
+    mut reading: Reading,
+    transport: Arc<dyn ClientTransport>,
+    endpoints: Vec<Endpoint>,
 ) {
+    loop {
+        let session = reading.session;
+        let ended = read_loop(inner.clone(), reading).await;
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        let policy = strong
+            .config
+            .reconnect
+            .clone()
+            .filter(|_| !endpoints.is_empty());
+        let lost = {
+            let mut p = strong.pending();
+            p.session = None;
+            p.closed = policy.is_none();
+            let lost: Vec<Uuid> = p
+                .slots
+                .iter()
+                .filter(|(_, s)| s.session == session)
+                .map(|(c, _)| *c)
+                .collect();
+            lost.into_iter()
+                .filter_map(|c| p.slots.remove(&c).map(|s| (c, s)))
+                .collect::<Vec<_>>()
+        };
+        strong.changed.notify_waiters();
+        if !lost.is_empty() {
+            tracing::warn!(
+                pending = lost.len(),
+                reason = ended,
+                "the broker went away; failing pending calls"
+            );
+        }
+        for (cookie, slot) in lost {
+            let _ = slot.result.send(Packet::error(
+                Some(cookie),
+                ResultCode::BrokerWentAway,
+                "the connection to the broker was lost",
+            ));
+        }
+        let Some(policy) = policy else { return };
+        drop(strong);
+        let mut attempt = 0u32;
+        reading = loop {
+            tokio::time::sleep(policy.backoff.delay(attempt)).await;
+            attempt = attempt.saturating_add(1);
+            let Some(strong) = inner.upgrade() else {
+                return;
+            };
+            let Ok((conn, _)) = crate::reconnect::connect_any(
+                &*transport,
+                &endpoints,
+                Duration::ZERO,
+                &policy.backoff,
+            )
+            .await
+            else {
+                continue;
+            };
+            match open(conn, &strong.config).await {
+                Ok(opened) => {
+                    tracing::info!(peer = %opened.peer, "reconnected to the broker");
+                    break begin_session(&strong, opened, session + 1);
+                }
+                Err(e) if e.to_string().contains("UNAUTHORIZED") => {
+                    tracing::error!(error = %e, "the broker refused our token; not reconnecting");
+                    strong.pending().closed = true;
+                    strong.changed.notify_waiters();
+                    return;
+                }
+                Err(e) => tracing::debug!(error = %e, "reconnect failed"),
+            }
+        };
+    }
+}
+
+/// Reads one connection until it ends; returns why.
+async fn read_loop(inner: Weak<Inner>, reading: Reading) -> &'static str {
+    let Reading { mut rx, codec, .. } = reading;
+    let liveness = inner.upgrade().and_then(|i| {
+        (!i.config.legacy).then_some((i.config.ping_interval, i.config.ping_timeout))
+    });
     let (interval, timeout) = liveness.unwrap_or((Duration::from_secs(3600), Duration::MAX));
     let mut last_seen = Instant::now();
     let mut tick = tokio::time::interval(interval.max(Duration::from_millis(1)));
@@ -467,13 +680,15 @@ async fn read_loop(
         let frame = tokio::select! {
             _ = tick.tick(), if liveness.is_some() => {
                 let silent = last_seen.elapsed();
-                let Some(inner) = inner.upgrade() else { return };
+                let Some(inner) = inner.upgrade() else { return "client dropped" };
                 if silent > timeout {
-                    tracing::warn!(broker = %inner.peer, ?silent, "the broker is silent past the ping timeout; giving it up");
-                    break;
+                    tracing::warn!(?silent, "the broker is silent past the ping timeout; giving it up");
+                    return "ping timeout";
                 }
                 if silent >= interval {
-                    let _ = inner.out.try_send(Packet::new(PacketType::Ping));
+                    if let Some(out) = inner.sender() {
+                        let _ = out.try_send(Packet::new(PacketType::Ping));
+                    }
                 }
                 continue;
             }
@@ -484,15 +699,17 @@ async fn read_loop(
             Some(Ok(f)) => f,
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "connection to the broker failed");
-                break;
+                return "connection failed";
             }
-            None => break,
+            None => return "connection closed",
         };
-        let Some(inner) = inner.upgrade() else { return };
+        let Some(inner) = inner.upgrade() else {
+            return "client dropped";
+        };
         let packet = match codec.decode(&frame) {
             Ok(p) => p,
             Err(e) => {
-                tracing::warn!(broker = %inner.peer, error = %e, "undecodable packet from the broker; ignored");
+                tracing::warn!(error = %e, "undecodable packet from the broker; ignored");
                 continue;
             }
         };
@@ -521,26 +738,11 @@ async fn read_loop(
                 }
             }
             PacketType::Ping => {
-                let _ = inner.out.try_send(Packet::new(PacketType::Pong));
+                if let Some(out) = inner.sender() {
+                    let _ = out.try_send(Packet::new(PacketType::Pong));
+                }
             }
             _ => {}
         }
-    }
-    let Some(inner) = inner.upgrade() else { return };
-    inner.closed.store(true, Ordering::Relaxed);
-    let slots = {
-        let mut pending = inner.pending();
-        pending.closed = true;
-        std::mem::take(&mut pending.slots)
-    };
-    if !slots.is_empty() {
-        tracing::warn!(broker = %inner.peer, pending = slots.len(), "the broker went away; failing pending calls");
-    }
-    for (cookie, slot) in slots {
-        let _ = slot.result.send(Packet::error(
-            Some(cookie),
-            ResultCode::BrokerWentAway,
-            "the connection to the broker was lost",
-        ));
     }
 }
