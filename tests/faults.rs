@@ -161,9 +161,13 @@ async fn kill_a_worker_restart_the_broker_kill_a_client() {
         s["total_capacity"] == 2
     })
     .await;
-    let client = Client::connect_any(&[clients.clone()], ClientConfig::default(), LIMIT)
-        .await
-        .unwrap();
+    let client = Client::connect_any(
+        std::slice::from_ref(&clients),
+        ClientConfig::default(),
+        LIMIT,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         client
             .run::<_, i64>("add", &json!({"a": 40, "b": 2}))
