@@ -493,3 +493,41 @@ async fn a_client_reconnects_and_calls_made_meanwhile_wait_within_a_bound() {
     assert!(!client.is_closed());
     w.stop();
 }
+
+#[tokio::test]
+async fn a_client_bounds_its_pending_calls() {
+    let broker = Broker::new(BrokerConfig::default());
+    let clients = broker
+        .listen_clients("mem://bounded-clients")
+        .await
+        .unwrap();
+    let workers = broker
+        .listen_workers("mem://bounded-workers")
+        .await
+        .unwrap();
+    let w = builtin_worker(None);
+    let url = workers.url().to_owned();
+    tokio::spawn(async move { w.run(&url).await });
+    assert!(broker.wait_for_capacity(2, LIMIT).await);
+    let c = Client::connect_with(
+        &AnyTransport,
+        &clients,
+        ClientConfig {
+            max_pending: 3,
+            ..ClientConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(c.start("sleep", &json!({"seconds": 60})).await.unwrap());
+    }
+    let e = c.start("sleep", &json!({"seconds": 60})).await.unwrap_err();
+    assert_eq!(e.rc(), ResultCode::NoCapacity);
+    assert!(e.to_string().contains("max_pending"), "{e}");
+    held.pop();
+    c.start("echo", &json!({}))
+        .await
+        .expect("room again once a call ended");
+}

@@ -49,6 +49,9 @@ pub struct ClientConfig {
     pub send_queue: usize,
     /// Events buffered per call; further events are dropped (and counted) until the caller reads.
     pub event_backlog: usize,
+    /// Calls waiting for a result at once; a call beyond it fails at once
+    /// with NO_CAPACITY instead of growing the client's tables without bound.
+    pub max_pending: usize,
     /// Timeout for calls that do not give their own; `None` waits forever.
     pub default_timeout: Option<Duration>,
     /// How long to wait for the broker's HELLO.
@@ -70,6 +73,7 @@ impl Default for ClientConfig {
             token: None,
             send_queue: 4096,
             event_backlog: 1024,
+            max_pending: 100_000,
             default_timeout: None,
             handshake_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(10),
@@ -346,6 +350,17 @@ impl Client {
             events: events_tx,
             result: result_tx,
         });
+        let limit = self.inner.config.max_pending;
+        if self.pending() >= limit {
+            return Err(RunError::Failed {
+                pipeline: pipeline.into(),
+                rc: ResultCode::NoCapacity,
+                error: format!(
+                    "this client already has {limit} calls pending (ClientConfig::max_pending)"
+                ),
+                stacktrace: Vec::new(),
+            });
+        }
         let register = |inner: &Inner,
                         slot: &mut Option<Slot>,
                         want: Option<u64>|
