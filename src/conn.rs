@@ -6,7 +6,10 @@
 use std::time::Duration;
 
 use futures_util::SinkExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use tokio::sync::mpsc;
+
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -116,31 +119,69 @@ pub(crate) async fn accept(
     Ok(detect(&frame)?)
 }
 
+/// The sending side of a connection's writer task.
+#[derive(Debug, Clone)]
+pub(crate) struct Outbox {
+    /// Data packets, in order; bounded by the connection's send queue.
+    pub(crate) data: mpsc::Sender<Packet>,
+    /// PING and PONG, written ahead of queued data: a peer whose data queue
+    /// is full (a long event stream) still answers liveness probes.
+    pub(crate) control: mpsc::Sender<Packet>,
+}
+
+/// Control packets queued at most: liveness needs only a few.
+const CONTROL_QUEUE: usize = 16;
+
 /// Starts the writer task of a connection: packets sent to the returned
-/// sender are encoded with `codec` and written in order. The queue holds at
-/// most `queue` packets. When every sender is dropped the writer flushes
-/// what is queued and closes the sending direction.
+/// outbox are encoded with `codec` and written, control packets first, data
+/// in order. The data queue holds at most `queue` packets. When every data
+/// sender is dropped the writer flushes what is queued and closes the
+/// sending direction.
 ///
 /// `legacy` peers get [`Packet::to_legacy`] forms (native-only packets are dropped).
 /// Cancelling `kill` stops the writer at once, queued packets unsent (for a
 /// peer that stopped reading, or a session that is being torn down).
+/// `queued_bytes`, if given, is decreased by each data packet's
+/// [`Packet::size_hint`] as it is written (whoever queues counts it in).
 pub(crate) fn spawn_writer(
     mut tx: FrameSender,
     codec: AnyCodec,
     queue: usize,
     legacy: bool,
     kill: CancellationToken,
-) -> (mpsc::Sender<Packet>, JoinHandle<()>) {
-    let (out, mut rx) = mpsc::channel::<Packet>(queue.max(1));
+    queued_bytes: Option<Arc<AtomicUsize>>,
+) -> (Outbox, JoinHandle<()>) {
+    let (data, mut rx) = mpsc::channel::<Packet>(queue.max(1));
+    let (control, mut control_rx) = mpsc::channel::<Packet>(CONTROL_QUEUE);
+    let sent = move |p: &Packet| {
+        if let Some(q) = &queued_bytes {
+            q.fetch_sub(p.size_hint(), Ordering::Relaxed);
+        }
+    };
     let task = tokio::spawn(async move {
         let work = async {
-            while let Some(first) = rx.recv().await {
+            loop {
+                let first = tokio::select! {
+                    biased;
+                    Some(c) = control_rx.recv() => c,
+                    d = rx.recv() => match d {
+                        Some(p) => {
+                            sent(&p);
+                            p
+                        }
+                        None => break,
+                    },
+                };
                 feed(&mut tx, &codec, first, legacy).await?;
                 let mut n = 1;
                 while n < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(p) => feed(&mut tx, &codec, p, legacy).await?,
-                        Err(_) => break,
+                    if let Ok(c) = control_rx.try_recv() {
+                        feed(&mut tx, &codec, c, legacy).await?;
+                    } else if let Ok(p) = rx.try_recv() {
+                        sent(&p);
+                        feed(&mut tx, &codec, p, legacy).await?;
+                    } else {
+                        break;
                     }
                     n += 1;
                 }
@@ -156,7 +197,7 @@ pub(crate) fn spawn_writer(
             tracing::debug!(error = %e, "writer stopped");
         }
     });
-    (out, task)
+    (Outbox { data, control }, task)
 }
 
 async fn feed(

@@ -531,3 +531,50 @@ async fn a_client_bounds_its_pending_calls() {
         .await
         .expect("room again once a call ended");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_queues_are_bounded_in_bytes_too() {
+    use plexwire::protocol::Payload;
+    // Room for 100000 packets but only 256 KiB: big events hit the byte budget first.
+    let broker = Broker::new(BrokerConfig {
+        send_queue: 100_000,
+        send_queue_bytes: 256 << 10,
+        ..BrokerConfig::default()
+    });
+    let clients = broker.listen_clients("tcp://127.0.0.1:0").await.unwrap();
+    let workers = broker.listen_workers("tcp://127.0.0.1:0").await.unwrap();
+    let w = builtin_worker(None).pipeline("flood", |ctx, _v: Value| async move {
+        let chunk = "x".repeat(16 << 10);
+        loop {
+            ctx.emit(&chunk).await?;
+        }
+        #[allow(unreachable_code)]
+        Ok::<(), plexwire::worker::HandlerError>(())
+    });
+    let url = workers.url().to_owned();
+    tokio::spawn(async move { w.run(&url).await });
+    assert!(broker.wait_for_capacity(2, LIMIT).await);
+    let before = rss_kib();
+    let (mut tx, mut rx) = AnyTransport.connect(&clients).await.unwrap().into_frames();
+    tx.send_frame(encode_hello(&Json, &Packet::hello(Role::Client, "json", None)).unwrap())
+        .await
+        .unwrap();
+    rx.recv_frame().await.unwrap().unwrap();
+    let run = Packet::run(
+        uuid::Uuid::new_v4(),
+        "flood",
+        Some(Payload::from_json_text("{}")),
+        false,
+    );
+    tx.send_frame(Json.encode(&run).unwrap()).await.unwrap();
+    timeout(LIMIT, async {
+        while !(broker.stats().slow_consumers == 1 && broker.stats().switchboard.routes == 0) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("not dropped by the byte budget: {:?}", broker.stats()));
+    let grown = rss_kib().saturating_sub(before);
+    assert!(grown < 64 * 1024, "memory grew by {grown} KiB");
+    drop((tx, rx));
+}

@@ -11,7 +11,7 @@
 mod switchboard;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -45,6 +45,8 @@ pub struct BrokerConfig {
     pub max_runs_per_client: usize,
     /// Packets queued for one connection before it counts as not reading and is dropped.
     pub send_queue: usize,
+    /// Bytes queued for one connection before it counts as not reading and is dropped.
+    pub send_queue_bytes: usize,
     /// How long a new connection may take to send its first packet.
     pub handshake_timeout: Duration,
     /// Undecodable frames tolerated from one connection before it is closed.
@@ -89,6 +91,7 @@ impl Default for BrokerConfig {
             max_capacity: 65_536,
             max_runs_per_client: 100_000,
             send_queue: 8192,
+            send_queue_bytes: 64 << 20,
             handshake_timeout: Duration::from_secs(10),
             max_bad_frames: 16,
             ping_interval: Duration::from_secs(10),
@@ -151,20 +154,46 @@ struct Core {
 #[derive(Debug)]
 struct PeerSlot {
     out: mpsc::Sender<Packet>,
+    /// PING/PONG, written ahead of queued data.
+    control: mpsc::Sender<Packet>,
     kill: CancellationToken,
+    /// Bytes in `out`'s queue (counted in here, out by the writer).
+    queued: Arc<AtomicUsize>,
+}
+
+impl PeerSlot {
+    /// Queues `packet` without waiting, counting its bytes in. Returns
+    /// whether it was refused because the queue is full (in packets or bytes).
+    fn offer(&self, packet: Packet, byte_budget: usize) -> Result<(), bool> {
+        if matches!(packet.packet_type, PacketType::Ping | PacketType::Pong) {
+            // Liveness must get through even when data is backed up.
+            let _ = self.control.try_send(packet);
+            return Ok(());
+        }
+        let size = packet.size_hint();
+        let over_budget = self.queued.fetch_add(size, Ordering::Relaxed) + size > byte_budget;
+        if over_budget || self.out.try_send(packet).is_err() {
+            self.queued.fetch_sub(size, Ordering::Relaxed);
+            return Err(over_budget);
+        }
+        Ok(())
+    }
 }
 
 impl Core {
     /// Sends everything the switchboard has for its peers, without waiting.
-    fn flush(&mut self, slow: &AtomicU64) {
+    /// A peer whose queue is full (in packets or in bytes) has stopped
+    /// reading: it is disconnected rather than buffered for.
+    fn flush(&mut self, slow: &AtomicU64, byte_budget: usize) {
         while let Some(t) = self.switchboard.poll_transmit() {
             let Some(slot) = self.peers.get(&t.to) else {
                 continue;
             };
-            if let Err(mpsc::error::TrySendError::Full(_)) = slot.out.try_send(t.packet) {
-                if !slot.kill.is_cancelled() {
+            if let Err(over_budget) = slot.offer(t.packet, byte_budget) {
+                if !slot.kill.is_cancelled() && !slot.out.is_closed() {
                     tracing::warn!(
                         peer = t.to,
+                        over_budget,
                         "send queue full: the peer stopped reading; disconnecting it"
                     );
                     slow.fetch_add(1, Ordering::Relaxed);
@@ -310,7 +339,7 @@ impl Broker {
         {
             let mut core = s.lock();
             core.switchboard.begin_shutdown();
-            core.flush(&s.slow_consumers);
+            core.flush(&s.slow_consumers, s.config.send_queue_bytes);
         }
         let deadline = Instant::now() + grace;
         while s.lock().switchboard.stats().running > 0 && Instant::now() < deadline {
@@ -322,7 +351,7 @@ impl Broker {
                 ResultCode::BrokerWentAway,
                 "the broker shut down before the run finished",
             );
-            core.flush(&s.slow_consumers);
+            core.flush(&s.slow_consumers, s.config.send_queue_bytes);
             // Dropping the send queues lets each writer send what is queued,
             // then close; peers see the close and hang up.
             core.peers.clear();
@@ -475,22 +504,31 @@ impl Shared {
         let peer = self.next_peer.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(peer, %who, ?side, native, codec = %codec.kind(), "connected");
         let kill = self.connections.child_token();
-        let (out, writer) =
-            conn::spawn_writer(tx, codec, self.config.send_queue, !native, kill.clone());
+        let queued = Arc::new(AtomicUsize::new(0));
+        let (outbox, writer) = conn::spawn_writer(
+            tx,
+            codec,
+            self.config.send_queue,
+            !native,
+            kill.clone(),
+            Some(queued.clone()),
+        );
         {
             let mut core = self.lock();
             core.peers.insert(
                 peer,
                 PeerSlot {
-                    out,
+                    out: outbox.data,
+                    control: outbox.control,
                     kill: kill.clone(),
+                    queued,
                 },
             );
             core.switchboard.handle_connect(peer, side, native);
             if !native {
                 core.switchboard.handle_packet(peer, first.packet);
             }
-            core.flush(&self.slow_consumers);
+            core.flush(&self.slow_consumers, self.config.send_queue_bytes);
         }
         let mut bad = 0u32;
         let mut last_seen = tokio::time::Instant::now();
@@ -509,7 +547,7 @@ impl Shared {
                     }
                     if silent >= self.config.ping_interval {
                         if let Some(slot) = self.lock().peers.get(&peer) {
-                            let _ = slot.out.try_send(Packet::new(PacketType::Ping));
+                            let _ = slot.offer(Packet::new(PacketType::Ping), self.config.send_queue_bytes);
                         }
                     }
                     continue;
@@ -540,13 +578,13 @@ impl Shared {
                     );
                     let core = self.lock();
                     if let Some(slot) = core.peers.get(&peer) {
-                        let _ = slot.out.try_send(answer);
+                        let _ = slot.offer(answer, self.config.send_queue_bytes);
                     }
                 }
                 Ok(packet) => {
                     let mut core = self.lock();
                     core.switchboard.handle_packet(peer, packet);
-                    core.flush(&self.slow_consumers);
+                    core.flush(&self.slow_consumers, self.config.send_queue_bytes);
                 }
                 Err(e) => {
                     self.bad_frames.fetch_add(1, Ordering::Relaxed);
@@ -554,11 +592,10 @@ impl Shared {
                     tracing::warn!(peer, %who, error = %e, "undecodable frame");
                     let core = self.lock();
                     if let Some(slot) = core.peers.get(&peer) {
-                        let _ = slot.out.try_send(Packet::error(
-                            None,
-                            ResultCode::BadPacket,
-                            e.to_string(),
-                        ));
+                        let _ = slot.offer(
+                            Packet::error(None, ResultCode::BadPacket, e.to_string()),
+                            self.config.send_queue_bytes,
+                        );
                     }
                     if bad > self.config.max_bad_frames {
                         tracing::warn!(peer, %who, "too many undecodable frames; closing");
@@ -572,7 +609,7 @@ impl Shared {
             let mut core = self.lock();
             core.peers.remove(&peer);
             core.switchboard.handle_disconnect(peer);
-            core.flush(&self.slow_consumers);
+            core.flush(&self.slow_consumers, self.config.send_queue_bytes);
         }
         tracing::debug!(peer, %who, "disconnected");
         // The writer sends what is queued, unless the peer stopped reading

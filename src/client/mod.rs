@@ -111,6 +111,8 @@ struct Slot {
 struct Session {
     id: u64,
     out: mpsc::Sender<Packet>,
+    /// PING/PONG, written ahead of queued data.
+    control: mpsc::Sender<Packet>,
     peer: String,
 }
 
@@ -141,6 +143,12 @@ impl Inner {
 
     fn sender(&self) -> Option<mpsc::Sender<Packet>> {
         self.pending().session.as_ref().map(|s| s.out.clone())
+    }
+
+    fn control(&self, packet: Packet) {
+        if let Some(s) = self.pending().session.as_ref() {
+            let _ = s.control.try_send(packet);
+        }
     }
 
     fn send_cancel(&self, cookie: Uuid) {
@@ -581,14 +589,20 @@ fn begin_session(inner: &Inner, opened: conn::Opened, id: u64) -> Reading {
         peer,
     } = opened;
     // The writer ends when the last sender (held by the session) is dropped.
-    let (out, _writer) = conn::spawn_writer(
+    let (outbox, _writer) = conn::spawn_writer(
         tx,
         codec,
         inner.config.send_queue,
         inner.config.legacy,
         CancellationToken::new(),
+        None,
     );
-    inner.pending().session = Some(Session { id, out, peer });
+    inner.pending().session = Some(Session {
+        id,
+        out: outbox.data,
+        control: outbox.control,
+        peer,
+    });
     inner.changed.notify_waiters();
     Reading {
         rx,
@@ -700,10 +714,8 @@ async fn read_loop(inner: Weak<Inner>, reading: Reading) -> &'static str {
                     tracing::warn!(?silent, "the broker is silent past the ping timeout; giving it up");
                     return "ping timeout";
                 }
-                if silent >= interval {
-                    if let Some(out) = inner.sender() {
-                        let _ = out.try_send(Packet::new(PacketType::Ping));
-                    }
+                                if silent >= interval {
+                    inner.control(Packet::new(PacketType::Ping));
                 }
                 continue;
             }
@@ -752,11 +764,7 @@ async fn read_loop(inner: Weak<Inner>, reading: Reading) -> &'static str {
                     }
                 }
             }
-            PacketType::Ping => {
-                if let Some(out) = inner.sender() {
-                    let _ = out.try_send(Packet::new(PacketType::Pong));
-                }
-            }
+            PacketType::Ping => inner.control(Packet::new(PacketType::Pong)),
             _ => {}
         }
     }

@@ -353,6 +353,23 @@ impl Packet {
         Some(p)
     }
 
+    /// About how many bytes this packet holds in memory and on the wire;
+    /// what byte budgets on queues count.
+    pub fn size_hint(&self) -> usize {
+        let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        let payload = |p: &Option<Payload>| p.as_ref().map_or(0, Payload::len);
+        let list = |l: &Option<Vec<String>>| {
+            l.as_ref()
+                .map_or(0, |v| v.iter().map(|s| s.len() + 8).sum())
+        };
+        64 + text(&self.pipeline)
+            + payload(&self.variables)
+            + text(&self.error)
+            + list(&self.stacktrace)
+            + payload(&self.result)
+            + list(&self.pipelines)
+    }
+
     /// Whether this packet needs a native peer (a native type, code or field).
     pub fn is_native(&self) -> bool {
         !self.packet_type.is_legacy()

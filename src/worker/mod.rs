@@ -358,7 +358,9 @@ impl Worker {
         // future is dropped, as if the worker process had exited.
         let session = CancellationToken::new();
         let _session_guard = session.clone().drop_guard();
-        let (out, writer) = conn::spawn_writer(tx, codec, c.send_queue, c.legacy, session.clone());
+        let (outbox, writer) =
+            conn::spawn_writer(tx, codec, c.send_queue, c.legacy, session.clone(), None);
+        let (out, control) = (outbox.data, outbox.control);
         let pipelines = (c.announce_pipelines && !c.legacy).then(|| self.pipelines());
         let capacity = c.capacity.max(1) as usize;
         out.send(Packet::register(capacity as i64, pipelines))
@@ -383,7 +385,7 @@ impl Worker {
                         break WorkerExit::BrokerGone;
                     }
                     if silent >= c.ping_interval {
-                        let _ = out.try_send(Packet::new(PacketType::Ping));
+                        let _ = control.try_send(Packet::new(PacketType::Ping));
                     }
                     continue;
                 }
@@ -505,7 +507,7 @@ impl Worker {
                     }
                 }
                 PacketType::Ping => {
-                    let _ = out.send(Packet::new(PacketType::Pong)).await;
+                    let _ = control.try_send(Packet::new(PacketType::Pong));
                 }
                 PacketType::Hello | PacketType::Pong => {}
                 PacketType::Result if packet.rc.is_some() => {
