@@ -527,9 +527,11 @@ async fn a_client_bounds_its_pending_calls() {
     assert_eq!(e.rc(), ResultCode::NoCapacity);
     assert!(e.to_string().contains("max_pending"), "{e}");
     held.pop();
-    c.start("echo", &json!({}))
+    let room = c
+        .start("echo", &json!({}))
         .await
         .expect("room again once a call ended");
+    assert_eq!(room.finish::<Value>().await.unwrap(), json!({}));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
