@@ -16,20 +16,33 @@ use tokio::time::timeout;
 
 const LIMIT: Duration = Duration::from_secs(20);
 
+// Short enough to test in a second, long enough for a loaded 2-core machine.
+const PING: Duration = Duration::from_millis(100);
+const PING_TIMEOUT: Duration = Duration::from_millis(1000);
+
 fn quick_pings() -> BrokerConfig {
     BrokerConfig {
-        ping_interval: Duration::from_millis(50),
-        ping_timeout: Duration::from_millis(300),
+        ping_interval: PING,
+        ping_timeout: PING_TIMEOUT,
         ..BrokerConfig::default()
     }
 }
 
+/// A worker with the built-in pipelines and default (unhurried) liveness.
 fn builtin_worker(token: Option<&str>) -> Worker {
     plexwire::builtin::register(Worker::new(WorkerConfig {
         capacity: 2,
         token: token.map(str::to_owned),
-        ping_interval: Duration::from_millis(50),
-        ping_timeout: Duration::from_millis(300),
+        ..WorkerConfig::default()
+    }))
+}
+
+/// The same with quick pings, for the liveness tests.
+fn pinging_worker() -> Worker {
+    plexwire::builtin::register(Worker::new(WorkerConfig {
+        capacity: 2,
+        ping_interval: PING,
+        ping_timeout: PING_TIMEOUT,
         ..WorkerConfig::default()
     }))
 }
@@ -37,8 +50,14 @@ fn builtin_worker(token: Option<&str>) -> Worker {
 fn client_config(token: Option<&str>) -> ClientConfig {
     ClientConfig {
         token: token.map(str::to_owned),
-        ping_interval: Duration::from_millis(50),
-        ping_timeout: Duration::from_millis(300),
+        ..ClientConfig::default()
+    }
+}
+
+fn pinging_client() -> ClientConfig {
+    ClientConfig {
+        ping_interval: PING,
+        ping_timeout: PING_TIMEOUT,
         ..ClientConfig::default()
     }
 }
@@ -59,7 +78,7 @@ async fn a_worker_that_goes_silent_mid_run_is_declared_dead() {
         .await
         .unwrap();
     assert!(broker.wait_for_capacity(1, LIMIT).await);
-    let client = Client::connect_with(&AnyTransport, &clients, client_config(None))
+    let client = Client::connect_with(&AnyTransport, &clients, pinging_client())
         .await
         .unwrap();
     let started = tokio::time::Instant::now();
@@ -68,7 +87,7 @@ async fn a_worker_that_goes_silent_mid_run_is_declared_dead() {
         .unwrap();
     assert_eq!(r.unwrap_err().rc(), ResultCode::WorkerWentAway);
     assert!(
-        started.elapsed() < Duration::from_secs(5),
+        started.elapsed() < 5 * PING_TIMEOUT,
         "answered within the liveness timeout: {:?}",
         started.elapsed()
     );
@@ -82,14 +101,14 @@ async fn idle_healthy_peers_are_kept_alive() {
     let broker = Broker::new(quick_pings());
     let clients = broker.listen_clients("tcp://127.0.0.1:0").await.unwrap();
     let workers = broker.listen_workers("tcp://127.0.0.1:0").await.unwrap();
-    let w = builtin_worker(None);
+    let w = pinging_worker();
     let url = workers.url().to_owned();
     tokio::spawn(async move { w.run(&url).await });
     assert!(broker.wait_for_capacity(2, LIMIT).await);
-    let client = Client::connect_with(&AnyTransport, &clients, client_config(None))
+    let client = Client::connect_with(&AnyTransport, &clients, pinging_client())
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(1200)).await; // four ping timeouts of silence on every link
+    tokio::time::sleep(3 * PING_TIMEOUT).await; // three ping timeouts of silence on every link
     assert_eq!(
         client
             .run::<_, i64>("add", &json!({"a": 1, "b": 2}))
@@ -116,7 +135,7 @@ async fn a_silent_broker_fails_pending_calls() {
         .unwrap();
         while rx.recv_frame().await.is_some() {}
     });
-    let client = Client::connect_with(&AnyTransport, &ep, client_config(None))
+    let client = Client::connect_with(&AnyTransport, &ep, pinging_client())
         .await
         .unwrap();
     let r = timeout(LIMIT, client.run::<_, Value>("echo", &json!({})))
@@ -152,7 +171,7 @@ async fn a_silent_broker_ends_the_worker_session() {
         }
         pings
     });
-    let exit = timeout(LIMIT, builtin_worker(None).run_with(&AnyTransport, &ep))
+    let exit = timeout(LIMIT, pinging_worker().run_with(&AnyTransport, &ep))
         .await
         .unwrap()
         .unwrap();
@@ -436,18 +455,23 @@ async fn a_client_that_stops_reading_is_dropped_and_memory_stays_bounded() {
 async fn a_client_reconnects_and_calls_made_meanwhile_wait_within_a_bound() {
     use plexwire::client::Reconnect;
     let (client_url, worker_url) = (free_tcp_url().await, free_tcp_url().await);
+    // Workers first; clients only once the worker is back, so the call that
+    // waited for the reconnect does not meet an empty broker.
     let start_broker = || async {
         let b = Broker::new(BrokerConfig::default());
-        b.listen_clients(&client_url).await.unwrap();
         b.listen_workers(&worker_url).await.unwrap();
+        assert!(
+            b.wait_for_capacity(2, LIMIT).await,
+            "the worker (re)registered"
+        );
+        b.listen_clients(&client_url).await.unwrap();
         b
     };
-    let broker = start_broker().await;
     let w = builtin_worker(None);
     let urls = vec![worker_url.clone()];
     let running = w.clone();
     tokio::spawn(async move { running.run_reconnecting(&urls, Default::default()).await });
-    assert!(broker.wait_for_capacity(2, LIMIT).await);
+    let broker = start_broker().await;
 
     let patient = ClientConfig {
         reconnect: Some(Reconnect {
@@ -483,8 +507,7 @@ async fn a_client_reconnects_and_calls_made_meanwhile_wait_within_a_bound() {
         tokio::spawn(async move { client.run::<_, i64>("add", &json!({"a": 41, "b": 1})).await })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let broker = start_broker().await;
-    assert!(broker.wait_for_capacity(2, LIMIT).await);
+    let _broker = start_broker().await;
     assert_eq!(
         timeout(LIMIT, waiting).await.unwrap().unwrap().unwrap(),
         42,
@@ -526,6 +549,7 @@ async fn a_client_bounds_its_pending_calls() {
     let e = c.start("sleep", &json!({"seconds": 60})).await.unwrap_err();
     assert_eq!(e.rc(), ResultCode::NoCapacity);
     assert!(e.to_string().contains("max_pending"), "{e}");
+    drop(held.pop()); // the queued one
     drop(held.remove(0)); // a running one: its slot frees when the worker answers CANCELLED
     let room = c
         .start("echo", &json!({}))
