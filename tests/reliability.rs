@@ -604,3 +604,42 @@ async fn send_queues_are_bounded_in_bytes_too() {
     assert!(grown < 64 * 1024, "memory grew by {grown} KiB");
     drop((tx, rx));
 }
+
+#[tokio::test]
+async fn close_answers_pending_calls_and_stays_closed() {
+    use plexwire::client::Reconnect;
+    let broker = Broker::new(BrokerConfig::default());
+    let clients = broker.listen_clients("mem://close-clients").await.unwrap();
+    let workers = broker.listen_workers("mem://close-workers").await.unwrap();
+    let w = builtin_worker(None);
+    let url = workers.url().to_owned();
+    tokio::spawn(async move { w.run(&url).await });
+    assert!(broker.wait_for_capacity(2, LIMIT).await);
+    let config = ClientConfig {
+        reconnect: Some(Reconnect {
+            call_wait: Duration::from_secs(5),
+            ..Reconnect::default()
+        }),
+        ..ClientConfig::default()
+    };
+    let c = Client::connect_with(&AnyTransport, &clients, config)
+        .await
+        .unwrap();
+    let pending = c.start("sleep", &json!({"seconds": 60})).await.unwrap();
+    c.close(LIMIT).await;
+    let r = timeout(LIMIT, pending.finish::<Value>()).await.unwrap();
+    assert!(matches!(r, Err(RunError::BrokerWentAway { .. })), "{r:?}");
+    // Closed on purpose: no reconnect, and new calls fail at once rather than wait.
+    let started = tokio::time::Instant::now();
+    let r = c.run::<_, Value>("echo", &json!({})).await;
+    assert!(matches!(r, Err(RunError::BrokerWentAway { .. })), "{r:?}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(broker.wait_for_capacity(2, LIMIT).await);
+    timeout(LIMIT, async {
+        while broker.stats().switchboard.clients > 0 || broker.stats().switchboard.routes > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the broker saw the close and cancelled the run");
+}

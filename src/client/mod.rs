@@ -114,6 +114,9 @@ struct Session {
     /// PING/PONG, written ahead of queued data.
     control: mpsc::Sender<Packet>,
     peer: String,
+    /// The writer task; it ends (having closed the stream) once `out` and
+    /// `control` are dropped.
+    writer: tokio::task::JoinHandle<()>,
 }
 
 #[derive(Default)]
@@ -445,6 +448,29 @@ impl Client {
         self.inner.dropped_events.load(Ordering::Relaxed)
     }
 
+    /// Closes the connection for every clone of this client: calls still
+    /// pending are answered BROKER_WENT_AWAY, what is queued is sent, and the
+    /// stream is closed cleanly (waiting at most `grace`). Call it before a
+    /// process exits: a QUIC peer only learns of a close that was sent.
+    pub async fn close(&self, grace: Duration) {
+        let session = {
+            let mut p = self.inner.pending();
+            p.closed = true;
+            p.session.take()
+        };
+        self.inner.changed.notify_waiters();
+        if let Some(Session {
+            out,
+            control,
+            writer,
+            ..
+        }) = session
+        {
+            drop((out, control));
+            let _ = tokio::time::timeout(grace, writer).await;
+        }
+    }
+
     /// Whether the client has no connection to a broker right now.
     pub fn is_closed(&self) -> bool {
         self.inner.pending().session.is_none()
@@ -589,7 +615,7 @@ fn begin_session(inner: &Inner, opened: conn::Opened, id: u64) -> Reading {
         peer,
     } = opened;
     // The writer ends when the last sender (held by the session) is dropped.
-    let (outbox, _writer) = conn::spawn_writer(
+    let (outbox, writer) = conn::spawn_writer(
         tx,
         codec,
         inner.config.send_queue,
@@ -602,6 +628,7 @@ fn begin_session(inner: &Inner, opened: conn::Opened, id: u64) -> Reading {
         out: outbox.data,
         control: outbox.control,
         peer,
+        writer,
     });
     inner.changed.notify_waiters();
     Reading {
@@ -625,14 +652,20 @@ async fn supervise(
         let Some(strong) = inner.upgrade() else {
             return;
         };
-        let policy = strong
+        let mut policy = strong
             .config
             .reconnect
             .clone()
             .filter(|_| !endpoints.is_empty());
         let lost = {
             let mut p = strong.pending();
-            p.session = None;
+            // Only the session that ended is cleared (close() may have taken it already).
+            if p.session.as_ref().is_some_and(|s| s.id == session) {
+                p.session = None;
+            }
+            if p.closed {
+                policy = None; // closed on purpose: stay closed
+            }
             p.closed = policy.is_none();
             let lost: Vec<Uuid> = p
                 .slots
