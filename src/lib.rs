@@ -50,6 +50,8 @@
 //! | `unix` | yes | `unix:///path`, ReasonChip's `socket:///path` | `plexwire-unix` |
 //! | `json` | yes | the JSON codec (ReasonChip's format) | — |
 //! | `bincode` | yes | the bincode codec | `bincode` 2.0.1 |
+//! | `tls` | no | `tls://host:port`, `tls+unix:///path` ([`transport::tls`]); `plexwire cert` | `plexwire-tls`: rustls 0.23 (ring), tokio-rustls, rustls-pki-types, rcgen |
+//! | `quic` | no | `quic://host:port` ([`transport::quic`]); `plexwire cert` | `plexwire-quic`: quinn 0.11 (rustls, ring), and `plexwire-tls` |
 //! | `full` | no | all of the above | |
 //!
 //! The in-memory transport (`mem://name`) is always present. An endpoint

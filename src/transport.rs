@@ -8,6 +8,20 @@
 use async_trait::async_trait;
 pub use plexwire_transport::*;
 
+/// The TLS backend (`tls://`, `tls+unix://`): [`TlsTransport`](tls::TlsTransport),
+/// [`TlsListener`](tls::TlsListener), and the TLS settings every encrypted
+/// backend shares ([`TlsServerConfig`](tls::TlsServerConfig),
+/// [`TlsClientConfig`](tls::TlsClientConfig)).
+#[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+pub use plexwire_tls as tls;
+
+/// The QUIC backend (`quic://`): [`QuicTransport`](quic::QuicTransport),
+/// [`QuicListener`](quic::QuicListener).
+#[cfg(feature = "quic")]
+#[cfg_attr(docsrs, doc(cfg(feature = "quic")))]
+pub use plexwire_quic as quic;
+
 /// Connects to `url` with whichever compiled-in backend its scheme names.
 pub async fn connect(url: &str) -> Result<Connection, TransportError> {
     AnyTransport.connect(&Endpoint::parse(url)?).await
@@ -26,6 +40,12 @@ pub async fn listen_on(endpoint: &Endpoint) -> Result<Box<dyn ServerTransport>, 
         Scheme::Tcp => Ok(Box::new(plexwire_tcp::TcpListener::bind(endpoint).await?)),
         #[cfg(feature = "unix")]
         Scheme::Unix => Ok(Box::new(plexwire_unix::UnixListener::bind(endpoint).await?)),
+        #[cfg(feature = "tls")]
+        Scheme::Tls | Scheme::TlsUnix => {
+            Ok(Box::new(plexwire_tls::TlsListener::bind(endpoint).await?))
+        }
+        #[cfg(feature = "quic")]
+        Scheme::Quic => Ok(Box::new(plexwire_quic::QuicListener::bind(endpoint).await?)),
         _ => Err(endpoint.feature_disabled()),
     }
 }
@@ -43,6 +63,19 @@ impl ClientTransport for AnyTransport {
             Scheme::Tcp => plexwire_tcp::TcpTransport.connect(endpoint).await,
             #[cfg(feature = "unix")]
             Scheme::Unix => plexwire_unix::UnixTransport.connect(endpoint).await,
+            #[cfg(feature = "tls")]
+            Scheme::Tls | Scheme::TlsUnix => {
+                plexwire_tls::TlsTransport::default()
+                    .connect(endpoint)
+                    .await
+            }
+            // A transport per connect: the connection gets a UDP socket of its own.
+            #[cfg(feature = "quic")]
+            Scheme::Quic => {
+                plexwire_quic::QuicTransport::default()
+                    .connect(endpoint)
+                    .await
+            }
             _ => Err(endpoint.feature_disabled()),
         }
     }
@@ -54,13 +87,21 @@ mod tests {
 
     #[tokio::test]
     async fn a_backend_that_is_not_compiled_in_names_its_feature() {
-        let e = connect("quic://127.0.0.1:1").await.unwrap_err().to_string();
+        let e = connect("ws://127.0.0.1:1/x").await.unwrap_err().to_string();
         assert_eq!(
             e,
+            "endpoint `ws://127.0.0.1:1/x` needs the `ws` cargo feature of plexwire (build with `--features ws`)"
+        );
+        #[cfg(not(feature = "quic"))]
+        assert_eq!(
+            connect("quic://127.0.0.1:1").await.unwrap_err().to_string(),
             "endpoint `quic://127.0.0.1:1` needs the `quic` cargo feature of plexwire (build with `--features quic`)"
         );
-        let e = listen("tls://127.0.0.1:0").await.err().unwrap().to_string();
-        assert!(e.contains("`tls` cargo feature"), "{e}");
+        #[cfg(not(feature = "tls"))]
+        for url in ["tls://127.0.0.1:0", "tls+unix:///tmp/x.sock"] {
+            let e = listen(url).await.err().unwrap().to_string();
+            assert!(e.contains("`tls` cargo feature"), "{e}");
+        }
         #[cfg(not(feature = "tcp"))]
         assert!(connect("tcp://127.0.0.1:1")
             .await

@@ -1,7 +1,11 @@
 //! One conformance suite, run against every transport backend.
 //!
 //! Each backend joins by adding one line to the `backends!` list at the end:
-//! a module name and a function that makes a fresh listen URL.
+//! a module name and a function that makes a fresh [`Backend`]: the URL to
+//! listen on, and what a connecting side adds to the listener's address
+//! (nothing, or for TLS and QUIC the CA to trust).
+
+mod common;
 
 use std::time::Duration;
 
@@ -10,24 +14,26 @@ use futures_util::future::join_all;
 use plexwire::transport::{self, Connection, ServerTransport, TransportError};
 use tokio::time::timeout;
 
+use common::Backend;
+
 const LIMIT: Duration = Duration::from_secs(20);
 
-async fn pair(listener: &mut Box<dyn ServerTransport>) -> (Connection, Connection) {
-    let url = listener.local_endpoint().url().to_owned();
+async fn pair(b: &Backend, listener: &mut Box<dyn ServerTransport>) -> (Connection, Connection) {
+    let url = b.connect_url(listener.local_endpoint());
     let (client, server) = tokio::join!(transport::connect(&url), listener.accept());
     (client.expect("connect"), server.expect("accept"))
 }
 
-pub async fn connect_and_accept(url: String) {
-    let mut l = transport::listen(&url).await.unwrap();
-    let (c, s) = pair(&mut l).await;
+pub async fn connect_and_accept(b: Backend) {
+    let mut l = transport::listen(&b.listen).await.unwrap();
+    let (c, s) = pair(&b, &mut l).await;
     assert_eq!(c.peer().transport, s.peer().transport);
     assert!(!s.peer().remote.is_empty());
 }
 
-pub async fn frames_both_ways_concurrently(url: String) {
-    let mut l = transport::listen(&url).await.unwrap();
-    let (c, s) = pair(&mut l).await;
+pub async fn frames_both_ways_concurrently(b: Backend) {
+    let mut l = transport::listen(&b.listen).await.unwrap();
+    let (c, s) = pair(&b, &mut l).await;
     let (mut ctx, mut crx) = c.into_frames();
     let (mut stx, mut srx) = s.into_frames();
     const N: usize = 500;
@@ -59,11 +65,11 @@ pub async fn frames_both_ways_concurrently(url: String) {
     .unwrap();
 }
 
-pub async fn frame_at_the_limit_passes_one_over_is_rejected(url: String) {
+pub async fn frame_at_the_limit_passes_one_over_is_rejected(b: Backend) {
     const MAX: usize = 64 * 1024;
-    let url = format!("{url}?max_frame_size={MAX}");
+    let url = b.listen_with(&format!("max_frame_size={MAX}"));
     let mut l = transport::listen(&url).await.unwrap();
-    let (c, s) = pair(&mut l).await;
+    let (c, s) = pair(&b, &mut l).await;
     let (mut ctx, _crx) = c.into_frames();
     let (_stx, mut srx) = s.into_frames();
     let big = Bytes::from(vec![0xab; MAX]);
@@ -83,19 +89,12 @@ pub async fn frame_at_the_limit_passes_one_over_is_rejected(url: String) {
     assert_eq!(&got.unwrap().unwrap()[..], b"after");
 }
 
-pub async fn oversized_frame_from_a_peer_is_a_typed_error(url: String) {
+pub async fn oversized_frame_from_a_peer_is_a_typed_error(b: Backend) {
     // The receiver's limit is below the sender's.
-    let mut l = transport::listen(&format!("{url}?max_frame_size=1000"))
+    let mut l = transport::listen(&b.listen_with("max_frame_size=1000"))
         .await
         .unwrap();
-    let addr = l
-        .local_endpoint()
-        .url()
-        .split('?')
-        .next()
-        .unwrap()
-        .to_owned();
-    let client_url = format!("{addr}?max_frame_size=5000");
+    let client_url = b.connect_url_with_limit(l.local_endpoint(), 5000);
     let (c, s) = tokio::join!(transport::connect(&client_url), l.accept());
     let (mut ctx, _crx) = c.unwrap().into_frames();
     let (_stx, mut srx) = s.unwrap().into_frames();
@@ -113,9 +112,9 @@ pub async fn oversized_frame_from_a_peer_is_a_typed_error(url: String) {
     );
 }
 
-pub async fn two_hundred_concurrent_connections(url: String) {
-    let mut l = transport::listen(&url).await.unwrap();
-    let url = l.local_endpoint().url().to_owned();
+pub async fn two_hundred_concurrent_connections(b: Backend) {
+    let mut l = transport::listen(&b.listen).await.unwrap();
+    let url = b.connect_url(l.local_endpoint());
     let server = tokio::spawn(async move {
         let mut echoes = Vec::new();
         for _ in 0..200 {
@@ -141,9 +140,9 @@ pub async fn two_hundred_concurrent_connections(url: String) {
     timeout(LIMIT, server).await.unwrap().unwrap();
 }
 
-pub async fn peer_close_is_end_of_stream(url: String) {
-    let mut l = transport::listen(&url).await.unwrap();
-    let (c, s) = pair(&mut l).await;
+pub async fn peer_close_is_end_of_stream(b: Backend) {
+    let mut l = transport::listen(&b.listen).await.unwrap();
+    let (c, s) = pair(&b, &mut l).await;
     let (mut ctx, crx) = c.into_frames();
     let (_stx, mut srx) = s.into_frames();
     ctx.send_frame(Bytes::from_static(b"last")).await.unwrap();
@@ -153,11 +152,12 @@ pub async fn peer_close_is_end_of_stream(url: String) {
     assert!(timeout(LIMIT, srx.recv_frame()).await.unwrap().is_none());
 }
 
-pub async fn listener_shutdown_refuses_new_connections(url: String) {
-    let l = transport::listen(&url).await.unwrap();
+pub async fn listener_shutdown_refuses_new_connections(b: Backend) {
+    let l = transport::listen(&b.listen).await.unwrap();
     let bound = l.local_endpoint().url().to_owned();
+    let url = b.connect_url(l.local_endpoint());
     drop(l);
-    let e = transport::connect(&bound).await.unwrap_err();
+    let e = transport::connect(&url).await.unwrap_err();
     assert!(matches!(e, TransportError::Connect { .. }), "{e:?}");
     // The address can be bound again at once.
     if !bound.contains(":0") {
@@ -167,13 +167,13 @@ pub async fn listener_shutdown_refuses_new_connections(url: String) {
     }
 }
 
-pub async fn connecting_to_nothing_is_a_clear_error(url: String) {
-    let l = transport::listen(&url).await.unwrap();
-    let bound = l.local_endpoint().url().to_owned();
+pub async fn connecting_to_nothing_is_a_clear_error(b: Backend) {
+    let l = transport::listen(&b.listen).await.unwrap();
+    let url = b.connect_url(l.local_endpoint());
     drop(l);
-    let e = transport::connect(&bound).await.unwrap_err().to_string();
+    let e = transport::connect(&url).await.unwrap_err().to_string();
     assert!(
-        e.starts_with(&format!("could not connect to `{bound}`")),
+        e.starts_with(&format!("could not connect to `{url}`")),
         "{e}"
     );
     assert!(e.contains("is a plexwire listener running there?"), "{e}");
@@ -189,26 +189,53 @@ fn unique() -> String {
     )
 }
 
-fn mem_url() -> String {
-    format!("mem://conformance-{}", unique())
-}
-fn tcp_url() -> String {
-    "tcp://127.0.0.1:0".into()
-}
-fn tcp6_url() -> String {
-    "tcp://[::1]:0".into()
-}
-fn unix_url() -> String {
+fn socket_path() -> String {
     let dir = std::env::temp_dir().join("plexwire-conformance");
     std::fs::create_dir_all(&dir).unwrap();
-    format!(
-        "unix://{}",
-        dir.join(format!("{}.sock", unique())).display()
-    )
+    dir.join(format!("{}.sock", unique())).display().to_string()
+}
+
+fn mem() -> Backend {
+    Backend::plain(format!("mem://conformance-{}", unique()))
+}
+fn tcp() -> Backend {
+    Backend::plain("tcp://127.0.0.1:0")
+}
+fn tcp6() -> Backend {
+    Backend::plain("tcp://[::1]:0")
+}
+fn unix() -> Backend {
+    Backend::plain(format!("unix://{}", socket_path()))
+}
+/// `scheme_and_address` with the test certificate and key; peers trust the test CA.
+#[cfg(any(feature = "tls", feature = "quic"))]
+fn encrypted(scheme_and_address: String) -> Backend {
+    use common::certs;
+    Backend {
+        listen: format!("{scheme_and_address}?{}", certs::listen_opts()),
+        connect_opts: certs::connect_opts(),
+    }
+}
+#[cfg(feature = "tls")]
+fn tls() -> Backend {
+    encrypted("tls://127.0.0.1:0".into())
+}
+#[cfg(feature = "tls")]
+fn tls_unix() -> Backend {
+    encrypted(format!("tls+unix://{}", socket_path()))
+}
+#[cfg(feature = "quic")]
+fn quic() -> Backend {
+    encrypted("quic://127.0.0.1:0".into())
+}
+#[cfg(feature = "quic")]
+fn quic6() -> Backend {
+    encrypted("quic://[::1]:0".into())
 }
 
 macro_rules! suite {
-    ($backend:ident, $url:expr, $($case:ident),* $(,)?) => {
+    ($(#[$attr:meta])* $backend:ident, $url:expr, $($case:ident),* $(,)?) => {
+        $(#[$attr])*
         mod $backend {
             $(
                 #[tokio::test]
@@ -221,9 +248,9 @@ macro_rules! suite {
 }
 
 macro_rules! backends {
-    ($($backend:ident => $url:path),* $(,)?) => {
+    ($($(#[$attr:meta])* $backend:ident => $url:path),* $(,)?) => {
         $(
-            suite!($backend, $url,
+            suite!($(#[$attr])* $backend, $url,
                 connect_and_accept,
                 frames_both_ways_concurrently,
                 frame_at_the_limit_passes_one_over_is_rejected,
@@ -239,8 +266,12 @@ macro_rules! backends {
 
 // One line per backend.
 backends! {
-    mem => super::mem_url,
-    tcp => super::tcp_url,
-    tcp_v6 => super::tcp6_url,
-    unix => super::unix_url,
+    mem => super::mem,
+    tcp => super::tcp,
+    tcp_v6 => super::tcp6,
+    unix => super::unix,
+    #[cfg(feature = "tls")] tls => super::tls,
+    #[cfg(feature = "tls")] tls_unix => super::tls_unix,
+    #[cfg(feature = "quic")] quic => super::quic,
+    #[cfg(feature = "quic")] quic_v6 => super::quic6,
 }

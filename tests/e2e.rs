@@ -1,6 +1,8 @@
 //! Broker, worker and client end to end, the same tests over every transport
 //! (one line per backend at the end), with JSON and bincode peers.
 
+mod common;
+
 use std::time::Duration;
 
 use plexwire::broker::{Broker, BrokerConfig};
@@ -13,6 +15,8 @@ use plexwire::RunError;
 use serde_json::{json, Value};
 use tokio::time::timeout;
 
+use common::Backend;
+
 const LIMIT: Duration = Duration::from_secs(20);
 
 struct Setup {
@@ -21,10 +25,11 @@ struct Setup {
     workers: Endpoint,
 }
 
-async fn setup(url: fn() -> String, config: BrokerConfig) -> Setup {
+async fn setup(backend: fn() -> Backend, config: BrokerConfig) -> Setup {
     let broker = Broker::new(config);
-    let clients = broker.listen_clients(&url()).await.unwrap();
-    let workers = broker.listen_workers(&url()).await.unwrap();
+    let (c, w) = (backend(), backend());
+    let clients = c.connect_endpoint(&broker.listen_clients(&c.listen).await.unwrap());
+    let workers = w.connect_endpoint(&broker.listen_workers(&w.listen).await.unwrap());
     Setup {
         broker,
         clients,
@@ -83,8 +88,8 @@ impl Setup {
     }
 }
 
-pub async fn runs_echo_add_fail(url: fn() -> String) {
-    let s = setup(url, BrokerConfig::default()).await;
+pub async fn runs_echo_add_fail(backend: fn() -> Backend) {
+    let s = setup(backend, BrokerConfig::default()).await;
     s.spawn_worker(worker(4, CodecKind::Json));
     s.wait_capacity(4).await;
     let c = s.client(CodecKind::Json).await;
@@ -122,8 +127,8 @@ pub async fn runs_echo_add_fail(url: fn() -> String) {
     assert_eq!(st.completed, 2);
 }
 
-pub async fn many_concurrent_calls_on_one_connection(url: fn() -> String) {
-    let s = setup(url, BrokerConfig::default()).await;
+pub async fn many_concurrent_calls_on_one_connection(backend: fn() -> Backend) {
+    let s = setup(backend, BrokerConfig::default()).await;
     s.spawn_worker(worker(8, CodecKind::Json));
     s.spawn_worker(worker(8, CodecKind::Bincode));
     s.wait_capacity(16).await;
@@ -143,13 +148,13 @@ pub async fn many_concurrent_calls_on_one_connection(url: fn() -> String) {
     s.wait_idle().await;
 }
 
-pub async fn codec_agnostic_routing(url: fn() -> String) {
+pub async fn codec_agnostic_routing(backend: fn() -> Backend) {
     // JSON client → bincode worker, and bincode client → JSON worker.
     for (client_codec, worker_codec) in [
         (CodecKind::Json, CodecKind::Bincode),
         (CodecKind::Bincode, CodecKind::Json),
     ] {
-        let s = setup(url, BrokerConfig::default()).await;
+        let s = setup(backend, BrokerConfig::default()).await;
         s.spawn_worker(worker(2, worker_codec));
         s.wait_capacity(2).await;
         let c = s.client(client_codec).await;
@@ -163,8 +168,8 @@ pub async fn codec_agnostic_routing(url: fn() -> String) {
     }
 }
 
-pub async fn events_stream_then_the_result(url: fn() -> String) {
-    let s = setup(url, BrokerConfig::default()).await;
+pub async fn events_stream_then_the_result(backend: fn() -> Backend) {
+    let s = setup(backend, BrokerConfig::default()).await;
     s.spawn_worker(worker(2, CodecKind::Json));
     s.wait_capacity(2).await;
     let c = s.client(CodecKind::Json).await;
@@ -177,8 +182,8 @@ pub async fn events_stream_then_the_result(url: fn() -> String) {
     assert_eq!(h.finish::<u64>().await.unwrap(), 50);
 }
 
-pub async fn cancel_answers_cancelled_and_frees_the_slot(url: fn() -> String) {
-    let s = setup(url, BrokerConfig::default()).await;
+pub async fn cancel_answers_cancelled_and_frees_the_slot(backend: fn() -> Backend) {
+    let s = setup(backend, BrokerConfig::default()).await;
     s.spawn_worker(worker(1, CodecKind::Json));
     s.wait_capacity(1).await;
     let c = s.client(CodecKind::Json).await;
@@ -197,8 +202,8 @@ pub async fn cancel_answers_cancelled_and_frees_the_slot(url: fn() -> String) {
     );
 }
 
-pub async fn dropping_a_handle_cancels_and_timeouts_cancel_remotely(url: fn() -> String) {
-    let s = setup(url, BrokerConfig::default()).await;
+pub async fn dropping_a_handle_cancels_and_timeouts_cancel_remotely(backend: fn() -> Backend) {
+    let s = setup(backend, BrokerConfig::default()).await;
     s.spawn_worker(worker(1, CodecKind::Json));
     s.wait_capacity(1).await;
     let c = s.client(CodecKind::Json).await;
@@ -218,9 +223,9 @@ pub async fn dropping_a_handle_cancels_and_timeouts_cancel_remotely(url: fn() ->
     assert_eq!(c.pending(), 0);
 }
 
-pub async fn queue_waits_for_a_slot_and_zero_queue_refuses(url: fn() -> String) {
+pub async fn queue_waits_for_a_slot_and_zero_queue_refuses(backend: fn() -> Backend) {
     let s = setup(
-        url,
+        backend,
         BrokerConfig {
             queue_limit: 8,
             ..BrokerConfig::default()
@@ -239,7 +244,7 @@ pub async fn queue_waits_for_a_slot_and_zero_queue_refuses(url: fn() -> String) 
         assert_eq!(r.unwrap(), "slept");
     }
     let s = setup(
-        url,
+        backend,
         BrokerConfig {
             queue_limit: 0,
             ..BrokerConfig::default()
@@ -257,8 +262,8 @@ pub async fn queue_waits_for_a_slot_and_zero_queue_refuses(url: fn() -> String) 
     s.wait_idle().await;
 }
 
-pub async fn worker_gone_answers_worker_went_away(url: fn() -> String) {
-    let s = setup(url, BrokerConfig::default()).await;
+pub async fn worker_gone_answers_worker_went_away(backend: fn() -> Backend) {
+    let s = setup(backend, BrokerConfig::default()).await;
     let w = worker(2, CodecKind::Json);
     let task = s.spawn_worker(w);
     s.wait_capacity(2).await;
@@ -271,11 +276,11 @@ pub async fn worker_gone_answers_worker_went_away(url: fn() -> String) {
     s.wait_idle().await;
 }
 
-pub async fn client_gone_cancels_its_runs_at_the_worker(url: fn() -> String) {
+pub async fn client_gone_cancels_its_runs_at_the_worker(backend: fn() -> Backend) {
     use plexwire::codec::{encode_hello, Codec, Json};
     use plexwire::protocol::{Packet, Role};
     use plexwire::transport::ClientTransport;
-    let s = setup(url, BrokerConfig::default()).await;
+    let s = setup(backend, BrokerConfig::default()).await;
     s.spawn_worker(worker(2, CodecKind::Json));
     s.wait_capacity(2).await;
     // A raw client that starts two long runs, then vanishes without a word.
@@ -316,8 +321,8 @@ pub async fn client_gone_cancels_its_runs_at_the_worker(url: fn() -> String) {
     );
 }
 
-pub async fn broker_gone_answers_broker_went_away(url: fn() -> String) {
-    let s = setup(url, BrokerConfig::default()).await;
+pub async fn broker_gone_answers_broker_went_away(backend: fn() -> Backend) {
+    let s = setup(backend, BrokerConfig::default()).await;
     s.spawn_worker(worker(2, CodecKind::Json));
     s.wait_capacity(2).await;
     let c = s.client(CodecKind::Json).await;
@@ -330,8 +335,8 @@ pub async fn broker_gone_answers_broker_went_away(url: fn() -> String) {
     assert!(matches!(r, Err(RunError::BrokerWentAway { .. })), "{r:?}");
 }
 
-pub async fn detached_runs_finish_without_the_client(url: fn() -> String) {
-    let s = setup(url, BrokerConfig::default()).await;
+pub async fn detached_runs_finish_without_the_client(backend: fn() -> Backend) {
+    let s = setup(backend, BrokerConfig::default()).await;
     s.spawn_worker(worker(1, CodecKind::Json));
     s.wait_capacity(1).await;
     let c = s.client(CodecKind::Json).await;
@@ -349,8 +354,8 @@ pub async fn detached_runs_finish_without_the_client(url: fn() -> String) {
     s.wait_idle().await;
 }
 
-pub async fn a_panicking_handler_does_not_kill_the_worker(url: fn() -> String) {
-    let s = setup(url, BrokerConfig::default()).await;
+pub async fn a_panicking_handler_does_not_kill_the_worker(backend: fn() -> Backend) {
+    let s = setup(backend, BrokerConfig::default()).await;
     let w = worker(1, CodecKind::Json).pipeline("panic", |_ctx, _v: Value| async move {
         if true {
             panic!("handler bug");
@@ -375,8 +380,8 @@ pub async fn a_panicking_handler_does_not_kill_the_worker(url: fn() -> String) {
     );
 }
 
-pub async fn broker_shutdown_drains_native_workers(url: fn() -> String) {
-    let s = setup(url, BrokerConfig::default()).await;
+pub async fn broker_shutdown_drains_native_workers(backend: fn() -> Backend) {
+    let s = setup(backend, BrokerConfig::default()).await;
     let task = s.spawn_worker(worker(1, CodecKind::Json));
     s.wait_capacity(1).await;
     let c = s.client(CodecKind::Json).await;
@@ -396,11 +401,11 @@ pub async fn broker_shutdown_drains_native_workers(url: fn() -> String) {
         .unwrap();
 }
 
-pub async fn a_saturated_worker_never_refuses_a_dispatched_run(url: fn() -> String) {
+pub async fn a_saturated_worker_never_refuses_a_dispatched_run(backend: fn() -> Backend) {
     // Regression: the worker freed a slot after the broker could already send
     // the next RUN into it (ReasonChip 0.0.6's capacity race), answering NO_CAPACITY.
     let s = setup(
-        url,
+        backend,
         BrokerConfig {
             queue_limit: 4096,
             ..BrokerConfig::default()
@@ -436,23 +441,45 @@ fn unique() -> String {
         NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     )
 }
-fn mem_url() -> String {
-    format!("mem://e2e-{}", unique())
-}
-fn tcp_url() -> String {
-    "tcp://127.0.0.1:0".into()
-}
-fn unix_url() -> String {
+fn socket_path() -> String {
     let dir = std::env::temp_dir().join("plexwire-e2e");
     std::fs::create_dir_all(&dir).unwrap();
-    format!(
-        "unix://{}",
-        dir.join(format!("{}.sock", unique())).display()
-    )
+    dir.join(format!("{}.sock", unique())).display().to_string()
+}
+fn mem() -> Backend {
+    Backend::plain(format!("mem://e2e-{}", unique()))
+}
+fn tcp() -> Backend {
+    Backend::plain("tcp://127.0.0.1:0")
+}
+fn unix() -> Backend {
+    Backend::plain(format!("unix://{}", socket_path()))
+}
+/// `scheme_and_address` with the test certificate and key; peers trust the test CA.
+#[cfg(any(feature = "tls", feature = "quic"))]
+fn encrypted(scheme_and_address: String) -> Backend {
+    use common::certs;
+    Backend {
+        listen: format!("{scheme_and_address}?{}", certs::listen_opts()),
+        connect_opts: certs::connect_opts(),
+    }
+}
+#[cfg(feature = "tls")]
+fn tls() -> Backend {
+    encrypted("tls://127.0.0.1:0".into())
+}
+#[cfg(feature = "tls")]
+fn tls_unix() -> Backend {
+    encrypted(format!("tls+unix://{}", socket_path()))
+}
+#[cfg(feature = "quic")]
+fn quic() -> Backend {
+    encrypted("quic://127.0.0.1:0".into())
 }
 
 macro_rules! suite {
-    ($backend:ident, $url:path, $($case:ident),* $(,)?) => {
+    ($(#[$attr:meta])* $backend:ident, $url:path, $($case:ident),* $(,)?) => {
+        $(#[$attr])*
         mod $backend {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -465,9 +492,9 @@ macro_rules! suite {
 }
 
 macro_rules! backends {
-    ($($backend:ident => $url:path),* $(,)?) => {
+    ($($(#[$attr:meta])* $backend:ident => $url:path),* $(,)?) => {
         $(
-            suite!($backend, $url,
+            suite!($(#[$attr])* $backend, $url,
                 runs_echo_add_fail,
                 many_concurrent_calls_on_one_connection,
                 codec_agnostic_routing,
@@ -489,7 +516,10 @@ macro_rules! backends {
 
 // One line per backend.
 backends! {
-    mem => super::mem_url,
-    tcp => super::tcp_url,
-    unix => super::unix_url,
+    mem => super::mem,
+    tcp => super::tcp,
+    unix => super::unix,
+    #[cfg(feature = "tls")] tls => super::tls,
+    #[cfg(feature = "tls")] tls_unix => super::tls_unix,
+    #[cfg(feature = "quic")] quic => super::quic,
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use plexwire::broker::{Broker, BrokerConfig};
 use plexwire::client::Client;
+use plexwire::transport::Endpoint;
 use plexwire::worker::{HandlerError, Worker, WorkerConfig};
 use serde::{Deserialize, Serialize};
 
@@ -20,11 +21,24 @@ struct Counted {
 }
 
 /// Runs broker, worker and client on the given endpoints and prints what happens.
+#[allow(dead_code)] // not every example uses both forms
 pub async fn run(client_url: &str, worker_url: &str) -> Result<(), Box<dyn std::error::Error>> {
+    run_with(client_url, worker_url, |bound| bound.url().to_owned()).await
+}
+
+/// Like [`run`], but the worker and the client connect to
+/// `connect_url(bound endpoint)`: with TLS and QUIC a listener's URL holds
+/// its certificate and key, and a peer's URL holds the CA to check it with.
+pub async fn run_with(
+    client_url: &str,
+    worker_url: &str,
+    connect_url: impl Fn(&Endpoint) -> String,
+) -> Result<(), Box<dyn std::error::Error>> {
     let broker = Broker::new(BrokerConfig::default());
     let clients = broker.listen_clients(client_url).await?;
     let workers = broker.listen_workers(worker_url).await?;
     println!("broker: clients on {clients}, workers on {workers}");
+    let (clients, workers) = (connect_url(&clients), connect_url(&workers));
 
     let worker = Worker::new(WorkerConfig {
         capacity: 4,
@@ -49,11 +63,10 @@ pub async fn run(client_url: &str, worker_url: &str) -> Result<(), Box<dyn std::
         }
         Ok::<_, HandlerError>("liftoff")
     });
-    let worker_url = workers.url().to_owned();
-    tokio::spawn(async move { worker.run(&worker_url).await });
+    tokio::spawn(async move { worker.run(&workers).await });
     broker.wait_for_capacity(4, Duration::from_secs(5)).await;
 
-    let client = Client::connect(clients.url()).await?;
+    let client = Client::connect(&clients).await?;
     let counted: serde_json::Value = client
         .run(
             "count_words",

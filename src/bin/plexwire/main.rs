@@ -4,6 +4,8 @@
 //! Logs go to stderr through `tracing`; set `RUST_LOG` (e.g. `RUST_LOG=debug`).
 
 mod bench;
+#[cfg(any(feature = "tls", feature = "quic"))]
+mod cert;
 mod demo;
 
 use std::process::ExitCode;
@@ -14,7 +16,6 @@ use plexwire::broker::{Broker, BrokerConfig, STATS_PIPELINE};
 use plexwire::client::{Client, ClientConfig, RunOptions};
 use plexwire::codec::CodecKind;
 use plexwire::protocol::Payload;
-use plexwire::transport::{AnyTransport, Endpoint};
 use plexwire::worker::{Worker, WorkerConfig, WorkerExit};
 
 #[derive(Parser, Debug)]
@@ -52,9 +53,13 @@ enum Command {
     },
     /// Run a worker serving the built-in pipelines (echo, add, sleep, fail, count).
     Worker {
-        /// The broker's worker endpoint.
+        /// The broker's worker endpoint; repeat it to fail over between brokers.
         #[arg(long, default_value = "tcp://127.0.0.1:51510")]
-        broker: String,
+        broker: Vec<String>,
+        /// Serve one broker session and exit, instead of reconnecting (with
+        /// backoff) whenever the broker goes away.
+        #[arg(long)]
+        once: bool,
         /// Runs at once.
         #[arg(long, default_value_t = 4)]
         capacity: u32,
@@ -87,15 +92,24 @@ enum Command {
         /// Talk to a ReasonChip 0.0.6 broker (no HELLO, JSON, no events).
         #[arg(long)]
         legacy: bool,
+        /// Seconds to wait for the broker to come up.
+        #[arg(long, default_value_t = 0.0)]
+        wait: f64,
     },
     /// Print a running broker's live counters.
     Stats {
         /// The broker's client endpoint.
         #[arg(long, default_value = "tcp://127.0.0.1:51500")]
         broker: String,
+        /// Seconds to wait for the broker to come up.
+        #[arg(long, default_value_t = 0.0)]
+        wait: f64,
     },
     /// Broker, workers and a client in one process doing real work, then a summary.
     Demo(demo::DemoArgs),
+    /// Write a development CA, server and client certificates to --out, and print the commands to try TLS.
+    #[cfg(any(feature = "tls", feature = "quic"))]
+    Cert(cert::CertArgs),
     /// The end-to-end load benchmark: broker, worker and a raw relay baseline as separate processes.
     Bench(bench::BenchArgs),
     /// (Used by `bench`.) Relay frames to --upstream, or echo them back.
@@ -157,10 +171,11 @@ async fn run(command: Command) -> Result<ExitCode, String> {
         } => broker(clients, workers, queue, grace).await,
         Command::Worker {
             broker,
+            once,
             capacity,
             codec,
             legacy,
-        } => worker(&broker, capacity, codec, legacy).await,
+        } => worker(broker, once, capacity, codec, legacy).await,
         Command::Run {
             broker,
             pipeline,
@@ -169,9 +184,17 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             detach,
             codec,
             legacy,
-        } => run_pipeline(&broker, &pipeline, &vars, timeout, detach, codec, legacy).await,
-        Command::Stats { broker } => stats(&broker).await,
+            wait,
+        } => {
+            run_pipeline(
+                &broker, &pipeline, &vars, timeout, detach, codec, legacy, wait,
+            )
+            .await
+        }
+        Command::Stats { broker, wait } => stats(&broker, wait).await,
         Command::Demo(args) => demo::run(args).await,
+        #[cfg(any(feature = "tls", feature = "quic"))]
+        Command::Cert(args) => cert::run(args),
         Command::Bench(args) => bench::run(args).await,
         Command::BenchRelay(args) => bench::relay(args).await,
     }
@@ -221,7 +244,8 @@ async fn broker(
 }
 
 async fn worker(
-    url: &str,
+    urls: Vec<String>,
+    once: bool,
     capacity: u32,
     codec: CodecKind,
     legacy: bool,
@@ -233,8 +257,9 @@ async fn worker(
         ..WorkerConfig::default()
     }));
     println!(
-        "worker: serving {:?} with capacity {capacity} on {url}",
-        w.pipelines()
+        "worker: serving {:?} with capacity {capacity} on {}",
+        w.pipelines(),
+        urls.join(", ")
     );
     let stopper = w.clone();
     tokio::spawn(async move {
@@ -246,8 +271,18 @@ async fn worker(
             }
         }
     });
-    match w.run(url).await.map_err(|e| e.to_string())? {
-        WorkerExit::BrokerGone => Err(format!("the broker at {url} closed the connection")),
+    let exit = if once {
+        let url = urls.first().ok_or("give a --broker")?;
+        w.run(url).await
+    } else {
+        w.run_reconnecting(&urls, plexwire::reconnect::Backoff::default())
+            .await
+    };
+    match exit.map_err(|e| e.to_string())? {
+        WorkerExit::BrokerGone => Err(format!(
+            "the broker at {} closed the connection",
+            urls.join(", ")
+        )),
         exit => {
             println!("worker stopped ({exit:?})");
             Ok(ExitCode::SUCCESS)
@@ -255,21 +290,22 @@ async fn worker(
     }
 }
 
-async fn connect(url: &str, codec: CodecKind, legacy: bool) -> Result<Client, String> {
-    let endpoint = Endpoint::parse(url).map_err(|e| e.to_string())?;
-    Client::connect_with(
-        &AnyTransport,
-        &endpoint,
-        ClientConfig {
-            codec,
-            legacy,
-            ..ClientConfig::default()
-        },
+async fn connect(url: &str, codec: CodecKind, legacy: bool, wait: f64) -> Result<Client, String> {
+    let config = ClientConfig {
+        codec,
+        legacy,
+        ..ClientConfig::default()
+    };
+    Client::connect_any(
+        &[url.to_owned()],
+        config,
+        Duration::from_secs_f64(wait.max(0.0)),
     )
     .await
     .map_err(|e| e.to_string())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_pipeline(
     url: &str,
     pipeline: &str,
@@ -278,18 +314,19 @@ async fn run_pipeline(
     detach: bool,
     codec: CodecKind,
     legacy: bool,
+    wait: f64,
 ) -> Result<ExitCode, String> {
     let vars: serde_json::Value = serde_json::from_str(vars)
         .map_err(|e| format!("--vars must be JSON, e.g. --vars '{{\"a\": 1}}': {e}"))?;
-    let client = connect(url, codec, legacy).await?;
+    let client = connect(url, codec, legacy, wait).await?;
     if detach {
         let cookie = client
             .run_detached(pipeline, &vars)
             .await
             .map_err(|e| e.to_string())?;
         println!("detached run {cookie} started");
-        // Give the writer a moment to put the RUN on the wire before exiting.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Sends the queued RUN and closes the stream cleanly before we exit.
+        client.close(Duration::from_secs(5)).await;
         return Ok(ExitCode::SUCCESS);
     }
     let timeout = timeout.map(|s| Duration::from_secs_f64(s.max(0.0)));
@@ -300,7 +337,9 @@ async fn run_pipeline(
     while let Some(event) = handle.next_event().await {
         println!("event: {}", event.as_str());
     }
-    match handle.finish_raw().await {
+    let outcome = handle.finish_raw().await;
+    client.close(Duration::from_secs(2)).await;
+    match outcome {
         Ok(result) => {
             println!("{}", result.as_ref().map_or("null", Payload::as_str));
             Ok(ExitCode::SUCCESS)
@@ -317,8 +356,8 @@ async fn run_pipeline(
     }
 }
 
-async fn stats(url: &str) -> Result<ExitCode, String> {
-    let client = connect(url, CodecKind::Json, false).await?;
+async fn stats(url: &str, wait: f64) -> Result<ExitCode, String> {
+    let client = connect(url, CodecKind::Json, false, wait).await?;
     let stats: serde_json::Value = client
         .run_with(
             STATS_PIPELINE,
@@ -335,5 +374,6 @@ async fn stats(url: &str) -> Result<ExitCode, String> {
     for (k, v) in obj {
         println!("{k:<20} {v}");
     }
+    client.close(Duration::from_secs(2)).await;
     Ok(ExitCode::SUCCESS)
 }

@@ -4,12 +4,20 @@
 //! tcp://127.0.0.1:51500     tcp://[::1]:51500     tcp://localhost:51500
 //! unix:///run/plexwire.sock socket:///tmp/rc.sock (ReasonChip's spelling)
 //! mem://name                (in-process, for tests and embedding)
-//! tls://host:port  quic://host:port  http://host:port  https://host:port  ws://host:port/path
+//! tls://host:port          tls+unix:///run/plexwire.sock (TLS over a UNIX socket)
+//! quic://host:port  http://host:port  https://host:port  ws://host:port/path
 //! ```
 //!
-//! Options ride in the query string: `?max_frame_size=1048576` (every
-//! scheme), `&mode=660` (octal file mode of a UNIX socket). Unknown options
-//! are an error rather than silently ignored.
+//! Options ride in the query string, and which ones a scheme takes is checked
+//! here, so a misspelt option is an error rather than silently ignored:
+//!
+//! | option | schemes | meaning |
+//! |---|---|---|
+//! | `max_frame_size=N` | every scheme | largest frame in bytes |
+//! | `mode=660` | `unix`, `tls+unix` | octal file mode of the socket |
+//! | `ca`, `cert`, `key`, `client_ca`, `client_auth`, `server_name`, `tls`, `insecure` | `tls`, `tls+unix`, `quic`, `https`, `wss` | TLS settings, read by the backend ([`Endpoint::option`]) |
+//!
+//! Option values may be percent-encoded (`%20` for a space, `%26` for `&`).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -18,6 +26,18 @@ use crate::TransportError;
 
 /// The default maximum frame size: 16 MiB.
 pub const DEFAULT_MAX_FRAME_SIZE: usize = 16 * 1024 * 1024;
+
+/// The options every TLS-encrypted scheme accepts (see the module documentation).
+const TLS_OPTIONS: &[&str] = &[
+    "ca",
+    "cert",
+    "key",
+    "client_ca",
+    "client_auth",
+    "server_name",
+    "tls",
+    "insecure",
+];
 
 /// The transport an endpoint names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -31,6 +51,8 @@ pub enum Scheme {
     Mem,
     /// `tls://`
     Tls,
+    /// `tls+unix://`: TLS over a UNIX-domain socket.
+    TlsUnix,
     /// `http://`
     Http,
     /// `https://`
@@ -51,11 +73,32 @@ impl Scheme {
             Scheme::Tcp => Some("tcp"),
             Scheme::Unix => Some("unix"),
             Scheme::Mem => None,
-            Scheme::Tls => Some("tls"),
+            Scheme::Tls | Scheme::TlsUnix => Some("tls"),
             Scheme::Http | Scheme::Https => Some("http"),
             Scheme::Quic => Some("quic"),
             Scheme::Ws | Scheme::Wss => Some("ws"),
         }
+    }
+
+    /// Whether connections of this scheme are encrypted with TLS, and so take
+    /// the TLS options (`ca`, `cert`, `key`, …).
+    pub fn is_tls(self) -> bool {
+        matches!(
+            self,
+            Scheme::Tls | Scheme::TlsUnix | Scheme::Quic | Scheme::Https | Scheme::Wss
+        )
+    }
+
+    /// The query options this scheme accepts.
+    pub fn options(self) -> Vec<&'static str> {
+        let mut known = vec!["max_frame_size"];
+        if matches!(self, Scheme::Unix | Scheme::TlsUnix) {
+            known.push("mode");
+        }
+        if self.is_tls() {
+            known.extend_from_slice(TLS_OPTIONS);
+        }
+        known
     }
 
     fn parse(s: &str) -> Option<Scheme> {
@@ -64,6 +107,7 @@ impl Scheme {
             "unix" | "socket" => Scheme::Unix,
             "mem" => Scheme::Mem,
             "tls" => Scheme::Tls,
+            "tls+unix" => Scheme::TlsUnix,
             "http" => Scheme::Http,
             "https" => Scheme::Https,
             "quic" => Scheme::Quic,
@@ -108,6 +152,8 @@ pub struct Endpoint {
     address: Address,
     max_frame_size: usize,
     unix_mode: Option<u32>,
+    /// Every `key=value` of the query, values percent-decoded, in order.
+    options: Vec<(String, String)>,
     url: String,
 }
 
@@ -123,7 +169,7 @@ impl Endpoint {
         })?;
         let scheme = Scheme::parse(scheme_str).ok_or_else(|| {
             bad(format!(
-                "unknown scheme `{scheme_str}`; expected one of tcp, unix, socket, mem, tls, http, https, quic, ws, wss"
+                "unknown scheme `{scheme_str}`; expected one of tcp, unix, socket, mem, tls, tls+unix, http, https, quic, ws, wss"
             ))
         })?;
         let (rest, query) = match rest.split_once('?') {
@@ -135,7 +181,7 @@ impl Endpoint {
         }
 
         let address = match scheme {
-            Scheme::Unix => {
+            Scheme::Unix | Scheme::TlsUnix => {
                 if !rest.starts_with('/') {
                     return Err(bad(format!(
                         "a {scheme_str}:// endpoint needs an absolute path, e.g. `{scheme_str}:///tmp/plexwire.sock`"
@@ -162,6 +208,7 @@ impl Endpoint {
             address,
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             unix_mode: None,
+            options: Vec::new(),
             url: url.to_owned(),
         };
         if let Some(q) = query {
@@ -169,6 +216,18 @@ impl Endpoint {
                 let (k, v) = pair
                     .split_once('=')
                     .ok_or_else(|| bad(format!("option `{pair}` needs a value (`key=value`)")))?;
+                let known = scheme.options();
+                if !known.contains(&k) {
+                    return Err(bad(format!(
+                        "unknown option `{k}` for {scheme_str}://; known: {}",
+                        known.join(", ")
+                    )));
+                }
+                if ep.options.iter().any(|(seen, _)| seen == k) {
+                    return Err(bad(format!("option `{k}` is given twice")));
+                }
+                let v = percent_decode(v).map_err(|e| bad(format!("option `{k}`: {e}")))?;
+                let v = v.as_str();
                 match k {
                     "max_frame_size" => {
                         let n: usize = v.parse().map_err(|_| {
@@ -184,7 +243,7 @@ impl Endpoint {
                         }
                         ep.max_frame_size = n;
                     }
-                    "mode" if scheme == Scheme::Unix => {
+                    "mode" => {
                         let m = u32::from_str_radix(v, 8)
                             .ok()
                             .filter(|m| *m <= 0o777)
@@ -195,16 +254,28 @@ impl Endpoint {
                             })?;
                         ep.unix_mode = Some(m);
                     }
-                    other => {
-                        return Err(bad(format!(
-                            "unknown option `{other}`; known: max_frame_size{}",
-                            if scheme == Scheme::Unix { ", mode" } else { "" }
-                        )))
-                    }
+                    _ => check_tls_option(k, v).map_err(bad)?,
                 }
+                ep.options.push((k.to_owned(), v.to_owned()));
             }
         }
         Ok(ep)
+    }
+
+    /// The value of query option `key` (percent-decoded), if the URL has it.
+    ///
+    /// Only options the scheme accepts get this far ([`Scheme::options`]);
+    /// backends read their own, e.g. the TLS backend reads `ca` and `cert`.
+    pub fn option(&self, key: &str) -> Option<&str> {
+        self.options
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every query option, in the order written (values percent-decoded).
+    pub fn options(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.options.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
     /// The transport this endpoint names.
@@ -303,6 +374,52 @@ impl std::str::FromStr for Endpoint {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Endpoint::parse(s)
     }
+}
+
+/// Checks the value of a TLS option that has a fixed vocabulary, so a typo
+/// fails when the URL is parsed rather than when a connection is made.
+fn check_tls_option(key: &str, value: &str) -> Result<(), String> {
+    let ok = match key {
+        "client_auth" => matches!(value, "required" | "optional" | "none"),
+        "insecure" => matches!(value, "true" | "false"),
+        "tls" => !value.is_empty() && value.split(',').all(|v| matches!(v.trim(), "1.2" | "1.3")),
+        _ => !value.is_empty(),
+    };
+    if ok {
+        return Ok(());
+    }
+    Err(match key {
+        "client_auth" => format!("client_auth must be required, optional or none, got `{value}`"),
+        "insecure" => format!("insecure must be true or false, got `{value}`"),
+        "tls" => format!("tls must list TLS versions, e.g. `1.3` or `1.2,1.3`, got `{value}`"),
+        _ => format!("option `{key}` needs a value"),
+    })
+}
+
+/// Decodes `%XX` escapes (so a value may hold `&`, `?` or spaces).
+fn percent_decode(s: &str) -> Result<String, String> {
+    if !s.contains('%') {
+        return Ok(s.to_owned());
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| format!("`%` must start an escape like `%20`, in `{s}`"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("`{s}` decodes to bytes that are not UTF-8"))
 }
 
 fn parse_host_port(scheme: Scheme, scheme_str: &str, rest: &str) -> Result<Address, String> {
@@ -452,6 +569,62 @@ mod tests {
         assert!(err("unix://relative.sock").contains("absolute path"));
         assert!(err("mem://").contains("needs a name"));
         assert!(err("tcp://a b:1").contains("not a valid host"));
+    }
+
+    #[test]
+    fn options_are_checked_per_scheme_and_exposed() {
+        let ep = ok("tls://localhost:1?ca=/etc/ca.pem&cert=/a%20b/c.pem&key=k&client_auth=optional&tls=1.2,1.3&insecure=false&server_name=x");
+        assert_eq!(ep.option("ca"), Some("/etc/ca.pem"));
+        assert_eq!(ep.option("cert"), Some("/a b/c.pem"), "percent-decoded");
+        assert_eq!(ep.option("client_auth"), Some("optional"));
+        assert_eq!(ep.option("client_ca"), None);
+        assert_eq!(ep.options().count(), 7);
+        assert!(ok("quic://[::1]:1?ca=c&max_frame_size=9")
+            .option("ca")
+            .is_some());
+        assert!(ok("https://h/x?ca=c").option("ca").is_some());
+        let tu = ok("tls+unix:///tmp/s.sock?mode=600&cert=c&key=k");
+        assert_eq!(tu.scheme(), Scheme::TlsUnix);
+        assert_eq!(tu.address(), &Address::Path("/tmp/s.sock".into()));
+        assert_eq!(tu.unix_mode(), Some(0o600));
+        assert_eq!(tu.scheme().feature(), Some("tls"));
+
+        // TLS keys belong to TLS schemes only; the error lists what is allowed.
+        let e = err("tcp://127.0.0.1:1?ca=x");
+        assert!(
+            e.contains("unknown option `ca` for tcp://; known: max_frame_size"),
+            "{e}"
+        );
+        let e = err("unix:///x?cert=c");
+        assert!(e.contains("known: max_frame_size, mode"), "{e}");
+        let e = err("tls://h:1?mode=600");
+        assert!(
+            e.contains("known: max_frame_size, ca, cert, key, client_ca, client_auth, server_name, tls, insecure"),
+            "{e}"
+        );
+        assert!(err("tls://h:1?client_auth=always").contains("required, optional or none"));
+        assert!(err("tls://h:1?tls=1.1").contains("TLS versions"));
+        assert!(err("quic://h:1?insecure=yes").contains("true or false"));
+        assert!(err("tls://h:1?ca=").contains("needs a value"));
+        assert!(err("tls://h:1?ca=a&ca=b").contains("given twice"));
+        assert!(err("tls://h:1?ca=%zz").contains("escape"));
+        assert!(err("tls+unix://rel").contains("absolute path"));
+    }
+
+    #[test]
+    fn with_address_keeps_the_options() {
+        let ep = ok("tls://127.0.0.1:0?cert=c&key=k");
+        let bound = ep.with_address(Address::Host {
+            host: "127.0.0.1".into(),
+            port: 7,
+            path: "/".into(),
+        });
+        assert_eq!(bound.url(), "tls://127.0.0.1:7?cert=c&key=k");
+        assert_eq!(bound.option("key"), Some("k"));
+        assert_eq!(Endpoint::parse(bound.url()).unwrap(), bound);
+        let tu = ok("tls+unix:///tmp/a?cert=c&key=k");
+        let same = tu.with_address(tu.address().clone());
+        assert_eq!(same.url(), tu.url());
     }
 
     #[test]

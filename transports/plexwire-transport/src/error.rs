@@ -56,6 +56,27 @@ pub enum TransportError {
         source: io::Error,
     },
 
+    /// The TLS settings of an endpoint cannot be used: a file is missing or
+    /// holds no certificate or key, options contradict each other, or one
+    /// that the endpoint needs is absent.
+    #[error("TLS settings of `{url}`: {reason}")]
+    TlsConfig {
+        /// The URL (or, for settings made in code, the endpoint they were used with).
+        url: String,
+        /// What is wrong, and what to do.
+        reason: String,
+    },
+
+    /// The TLS handshake failed: a certificate was rejected (which check
+    /// failed is in `reason`), or the two sides share no TLS version.
+    #[error("TLS handshake with `{url}` failed: {reason}")]
+    Tls {
+        /// The URL connected to, or the listener's URL on the accepting side.
+        url: String,
+        /// Which check failed, from this side's point of view, and what to do.
+        reason: String,
+    },
+
     /// A frame longer than the connection's limit was announced or offered.
     ///
     /// On receive, the announced size is never allocated: the connection ends.
