@@ -46,6 +46,8 @@ pub async fn listen_on(endpoint: &Endpoint) -> Result<Box<dyn ServerTransport>, 
         }
         #[cfg(feature = "quic")]
         Scheme::Quic => Ok(Box::new(plexwire_quic::QuicListener::bind(endpoint).await?)),
+        #[cfg(feature = "http")]
+        Scheme::Http => Ok(Box::new(plexwire_http::HttpListener::bind(endpoint).await?)),
         _ => Err(endpoint.feature_disabled()),
     }
 }
@@ -76,6 +78,8 @@ impl ClientTransport for AnyTransport {
                     .connect(endpoint)
                     .await
             }
+            #[cfg(feature = "http")]
+            Scheme::Http => Err(plexwire_http::connect_unsupported(endpoint)),
             _ => Err(endpoint.feature_disabled()),
         }
     }
