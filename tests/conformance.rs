@@ -179,60 +179,6 @@ pub async fn connecting_to_nothing_is_a_clear_error(b: Backend) {
     assert!(e.contains("is a plexwire listener running there?"), "{e}");
 }
 
-static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-fn unique() -> String {
-    format!(
-        "{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    )
-}
-
-fn socket_path() -> String {
-    let dir = std::env::temp_dir().join("plexwire-conformance");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(format!("{}.sock", unique())).display().to_string()
-}
-
-fn mem() -> Backend {
-    Backend::plain(format!("mem://conformance-{}", unique()))
-}
-fn tcp() -> Backend {
-    Backend::plain("tcp://127.0.0.1:0")
-}
-fn tcp6() -> Backend {
-    Backend::plain("tcp://[::1]:0")
-}
-fn unix() -> Backend {
-    Backend::plain(format!("unix://{}", socket_path()))
-}
-/// `scheme_and_address` with the test certificate and key; peers trust the test CA.
-#[cfg(any(feature = "tls", feature = "quic"))]
-fn encrypted(scheme_and_address: String) -> Backend {
-    use common::certs;
-    Backend {
-        listen: format!("{scheme_and_address}?{}", certs::listen_opts()),
-        connect_opts: certs::connect_opts(),
-    }
-}
-#[cfg(feature = "tls")]
-fn tls() -> Backend {
-    encrypted("tls://127.0.0.1:0".into())
-}
-#[cfg(feature = "tls")]
-fn tls_unix() -> Backend {
-    encrypted(format!("tls+unix://{}", socket_path()))
-}
-#[cfg(feature = "quic")]
-fn quic() -> Backend {
-    encrypted("quic://127.0.0.1:0".into())
-}
-#[cfg(feature = "quic")]
-fn quic6() -> Backend {
-    encrypted("quic://[::1]:0".into())
-}
-
 macro_rules! suite {
     ($(#[$attr:meta])* $backend:ident, $url:expr, $($case:ident),* $(,)?) => {
         $(#[$attr])*
@@ -266,12 +212,12 @@ macro_rules! backends {
 
 // One line per backend.
 backends! {
-    mem => super::mem,
-    tcp => super::tcp,
-    tcp_v6 => super::tcp6,
-    unix => super::unix,
-    #[cfg(feature = "tls")] tls => super::tls,
-    #[cfg(feature = "tls")] tls_unix => super::tls_unix,
-    #[cfg(feature = "quic")] quic => super::quic,
-    #[cfg(feature = "quic")] quic_v6 => super::quic6,
+    mem => crate::common::backends::mem,
+    tcp => crate::common::backends::tcp,
+    tcp_v6 => crate::common::backends::tcp6,
+    unix => crate::common::backends::unix,
+    #[cfg(feature = "tls")] tls => crate::common::backends::tls,
+    #[cfg(feature = "tls")] tls_unix => crate::common::backends::tls_unix,
+    #[cfg(feature = "quic")] quic => crate::common::backends::quic,
+    #[cfg(feature = "quic")] quic_v6 => crate::common::backends::quic6,
 }

@@ -432,51 +432,6 @@ pub async fn a_saturated_worker_never_refuses_a_dispatched_run(backend: fn() -> 
     s.wait_idle().await;
 }
 
-static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-fn unique() -> String {
-    format!(
-        "{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    )
-}
-fn socket_path() -> String {
-    let dir = std::env::temp_dir().join("plexwire-e2e");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(format!("{}.sock", unique())).display().to_string()
-}
-fn mem() -> Backend {
-    Backend::plain(format!("mem://e2e-{}", unique()))
-}
-fn tcp() -> Backend {
-    Backend::plain("tcp://127.0.0.1:0")
-}
-fn unix() -> Backend {
-    Backend::plain(format!("unix://{}", socket_path()))
-}
-/// `scheme_and_address` with the test certificate and key; peers trust the test CA.
-#[cfg(any(feature = "tls", feature = "quic"))]
-fn encrypted(scheme_and_address: String) -> Backend {
-    use common::certs;
-    Backend {
-        listen: format!("{scheme_and_address}?{}", certs::listen_opts()),
-        connect_opts: certs::connect_opts(),
-    }
-}
-#[cfg(feature = "tls")]
-fn tls() -> Backend {
-    encrypted("tls://127.0.0.1:0".into())
-}
-#[cfg(feature = "tls")]
-fn tls_unix() -> Backend {
-    encrypted(format!("tls+unix://{}", socket_path()))
-}
-#[cfg(feature = "quic")]
-fn quic() -> Backend {
-    encrypted("quic://127.0.0.1:0".into())
-}
-
 macro_rules! suite {
     ($(#[$attr:meta])* $backend:ident, $url:path, $($case:ident),* $(,)?) => {
         $(#[$attr])*
@@ -516,10 +471,10 @@ macro_rules! backends {
 
 // One line per backend.
 backends! {
-    mem => super::mem,
-    tcp => super::tcp,
-    unix => super::unix,
-    #[cfg(feature = "tls")] tls => super::tls,
-    #[cfg(feature = "tls")] tls_unix => super::tls_unix,
-    #[cfg(feature = "quic")] quic => super::quic,
+    mem => crate::common::backends::mem,
+    tcp => crate::common::backends::tcp,
+    unix => crate::common::backends::unix,
+    #[cfg(feature = "tls")] tls => crate::common::backends::tls,
+    #[cfg(feature = "tls")] tls_unix => crate::common::backends::tls_unix,
+    #[cfg(feature = "quic")] quic => crate::common::backends::quic,
 }

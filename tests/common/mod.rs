@@ -119,3 +119,61 @@ pub mod certs {
         format!("ca={}", files().ca)
     }
 }
+
+/// The backends every suite runs over, each with a fresh address.
+pub mod backends {
+    use super::Backend;
+
+    /// A name no other listener of this test process has.
+    pub fn unique() -> String {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("{}-{n}", std::process::id())
+    }
+
+    /// A fresh UNIX socket path in a shared scratch directory.
+    pub fn socket_path() -> String {
+        let dir = std::env::temp_dir().join("plexwire-suites");
+        std::fs::create_dir_all(&dir).expect("create the socket directory");
+        dir.join(format!("{}.sock", unique())).display().to_string()
+    }
+
+    pub fn mem() -> Backend {
+        Backend::plain(format!("mem://suite-{}", unique()))
+    }
+    pub fn tcp() -> Backend {
+        Backend::plain("tcp://127.0.0.1:0")
+    }
+    pub fn tcp6() -> Backend {
+        Backend::plain("tcp://[::1]:0")
+    }
+    pub fn unix() -> Backend {
+        Backend::plain(format!("unix://{}", socket_path()))
+    }
+
+    /// `scheme_and_address` with the test certificate and key; peers trust the test CA.
+    #[cfg(any(feature = "tls", feature = "quic"))]
+    fn encrypted(scheme_and_address: String) -> Backend {
+        use super::certs;
+        Backend {
+            listen: format!("{scheme_and_address}?{}", certs::listen_opts()),
+            connect_opts: certs::connect_opts(),
+        }
+    }
+    #[cfg(feature = "tls")]
+    pub fn tls() -> Backend {
+        encrypted("tls://127.0.0.1:0".into())
+    }
+    #[cfg(feature = "tls")]
+    pub fn tls_unix() -> Backend {
+        encrypted(format!("tls+unix://{}", socket_path()))
+    }
+    #[cfg(feature = "quic")]
+    pub fn quic() -> Backend {
+        encrypted("quic://127.0.0.1:0".into())
+    }
+    #[cfg(feature = "quic")]
+    pub fn quic6() -> Backend {
+        encrypted("quic://[::1]:0".into())
+    }
+}
