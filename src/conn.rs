@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::codec::{detect, encode_hello, AnyCodec, Codec, CodecKind, FirstFrame};
 use crate::error::Error;
 use crate::protocol::{Packet, PacketType, ResultCode, Role, PROTOCOL_VERSION};
-use crate::transport::{Connection, FrameReceiver, FrameSender, TransportError};
+use crate::transport::{Connection, FrameReceiver, FrameSender, Lane, LaneEnds, TransportError};
 
 /// Packets fed before a flush is forced, so one busy queue cannot starve the flush forever.
 const MAX_BATCH: usize = 256;
@@ -200,6 +200,40 @@ pub(crate) fn spawn_writer(
     (Outbox { data, control }, task)
 }
 
+/// The lane a packet travels on, on a transport with lanes (QUIC): one per
+/// run and direction. RUN and CANCEL share the requester's lane, EVENTs and
+/// the RESULT the answerer's; a CANCEL or a detached RUN is the last request
+/// (the lane of any other RUN ends when its RESULT arrives, through
+/// [`end_request_lane`]), the RESULT the last answer. Everything else goes on
+/// the connection's main channel.
+fn lane_of(packet: &Packet) -> Option<Lane> {
+    let key = packet.cookie?.as_u128();
+    let (answer, last) = match packet.packet_type {
+        PacketType::Run => (false, packet.detach == Some(true)),
+        PacketType::Cancel => (false, true),
+        PacketType::Event => (true, false),
+        PacketType::Result => (true, true),
+        _ => return None,
+    };
+    Some(Lane {
+        key: if answer { key ^ ANSWER_LANE } else { key },
+        last,
+    })
+}
+
+/// Distinguishes a run's answer lane from its request lane.
+const ANSWER_LANE: u128 = 1;
+
+/// Ends the request lane of the run whose RESULT `packet` is (called by the
+/// reader of a side that sends RUNs).
+pub(crate) fn end_request_lane(ends: Option<&LaneEnds>, packet: &Packet) {
+    if let (Some(ends), Some(cookie)) = (ends, packet.cookie) {
+        if packet.packet_type == PacketType::Result {
+            ends.end(cookie.as_u128());
+        }
+    }
+}
+
 async fn feed(
     tx: &mut FrameSender,
     codec: &AnyCodec,
@@ -239,10 +273,10 @@ async fn feed(
                 answer = answer.to_legacy().unwrap_or(answer);
             }
             if let Ok(f) = codec.encode(&answer) {
-                return tx.feed(f).await;
+                return tx.feed_on(lane_of(&answer), f).await;
             }
         }
         return Ok(());
     }
-    tx.feed(frame).await
+    tx.feed_on(lane_of(&packet), frame).await
 }

@@ -505,6 +505,7 @@ impl Shared {
         tracing::debug!(peer, %who, ?side, native, codec = %codec.kind(), "connected");
         let kill = self.connections.child_token();
         let queued = Arc::new(AtomicUsize::new(0));
+        let lanes = tx.lane_ends();
         let (outbox, writer) = conn::spawn_writer(
             tx,
             codec,
@@ -582,6 +583,9 @@ impl Shared {
                     }
                 }
                 Ok(packet) => {
+                    if side == Side::Worker {
+                        conn::end_request_lane(lanes.as_ref(), &packet);
+                    }
                     let mut core = self.lock();
                     core.switchboard.handle_packet(peer, packet);
                     core.flush(&self.slow_consumers, self.config.send_queue_bytes);

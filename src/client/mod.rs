@@ -602,6 +602,8 @@ async fn open(conn: Connection, config: &ClientConfig) -> Result<conn::Opened, E
 /// What the reader of one connection needs.
 struct Reading {
     rx: FrameReceiver,
+    /// Ends a run's request lane when its RESULT arrives (QUIC).
+    lanes: Option<crate::transport::LaneEnds>,
     codec: AnyCodec,
     session: u64,
 }
@@ -614,6 +616,7 @@ fn begin_session(inner: &Inner, opened: conn::Opened, id: u64) -> Reading {
         codec,
         peer,
     } = opened;
+    let lanes = tx.lane_ends();
     // The writer ends when the last sender (held by the session) is dropped.
     let (outbox, writer) = conn::spawn_writer(
         tx,
@@ -633,6 +636,7 @@ fn begin_session(inner: &Inner, opened: conn::Opened, id: u64) -> Reading {
     inner.changed.notify_waiters();
     Reading {
         rx,
+        lanes,
         codec,
         session: id,
     }
@@ -730,7 +734,12 @@ async fn supervise(
 
 /// Reads one connection until it ends; returns why.
 async fn read_loop(inner: Weak<Inner>, reading: Reading) -> &'static str {
-    let Reading { mut rx, codec, .. } = reading;
+    let Reading {
+        mut rx,
+        codec,
+        lanes,
+        ..
+    } = reading;
     let liveness = inner.upgrade().and_then(|i| {
         (!i.config.legacy).then_some((i.config.ping_interval, i.config.ping_timeout))
     });
@@ -775,6 +784,7 @@ async fn read_loop(inner: Weak<Inner>, reading: Reading) -> &'static str {
         };
         match packet.packet_type {
             PacketType::Result => {
+                conn::end_request_lane(lanes.as_ref(), &packet);
                 let slot = packet.cookie.and_then(|c| inner.pending().slots.remove(&c));
                 match slot {
                     Some(slot) => {

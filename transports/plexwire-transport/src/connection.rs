@@ -10,9 +10,23 @@
 //!
 //! Frames are [`Bytes`]. The two halves live in different tasks: the reader
 //! never waits on the writer.
+//!
+//! # Lanes
+//!
+//! A backend with independent ordered channels (QUIC streams) may hand over
+//! [`Io::Lanes`]: besides its main channel, a sender can put a frame on a
+//! [`Lane`], and frames on different lanes never wait for one another (no
+//! head-of-line blocking). Frames with the same lane key keep their order; a
+//! lane is opened by its first frame and ends with a frame marked
+//! [`Lane::last`], or from the reading side through [`LaneEnds`] when the
+//! answer that completes the exchange arrives. The receiver sees every lane's
+//! frames merged into one stream. On every other backend
+//! [`FrameSender::feed_on`] is [`SinkExt::feed`]: one ordered channel.
 
 use std::fmt;
+use std::future::poll_fn;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
@@ -46,6 +60,56 @@ impl fmt::Display for PeerInfo {
     }
 }
 
+/// Where a frame goes on a connection with lanes (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Lane {
+    /// Frames with the same key keep their order; different keys are independent.
+    pub key: u128,
+    /// This is the last frame this side sends on the lane; the lane ends after it.
+    pub last: bool,
+}
+
+/// A backend's sending half with lanes: a main channel for frames without a
+/// lane, and lanes opened on first use. The methods follow [`Sink`]'s
+/// contract (`poll_ready` before each `start_send`).
+pub trait LaneSink: Send {
+    /// Ready to take one more frame.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>>;
+    /// Queues `frame` on `lane`, or on the main channel if `lane` is `None`.
+    fn start_send(&mut self, lane: Option<Lane>, frame: Bytes) -> Result<(), TransportError>;
+    /// Sends what is queued on the main channel.
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>>;
+    /// Ends every lane, then the main channel; the peer then sees end of stream.
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>>;
+    /// A handle that ends lanes from elsewhere (the reading side).
+    fn ends(&self) -> LaneEnds;
+}
+
+/// Ends a sender's lanes from outside it: the reading side calls
+/// [`LaneEnds::end`] when the answer that completes a lane's exchange has
+/// arrived, so the lane's resources go at once.
+#[derive(Clone)]
+pub struct LaneEnds(Arc<dyn Fn(u128) + Send + Sync>);
+
+impl LaneEnds {
+    /// A handle that calls `end` with the key of each lane to end.
+    pub fn new(end: impl Fn(u128) + Send + Sync + 'static) -> LaneEnds {
+        LaneEnds(Arc::new(end))
+    }
+
+    /// Ends the lane `key` if it is open: frames already queued on it are
+    /// still sent. A later frame with this key opens a new lane.
+    pub fn end(&self, key: u128) {
+        (self.0)(key)
+    }
+}
+
+impl fmt::Debug for LaneEnds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LaneEnds")
+    }
+}
+
 /// The two halves a backend produces.
 pub enum Io {
     /// A reliable, ordered byte stream; framing is added on top.
@@ -62,6 +126,14 @@ pub enum Io {
         /// Frames to the peer.
         sink: BoxFrameSink,
     },
+    /// A main channel plus independent lanes (see the module docs); framing
+    /// and the size limit are the backend's.
+    Lanes {
+        /// Frames from the peer, every lane merged.
+        stream: BoxFrameStream,
+        /// Frames to the peer.
+        sink: Box<dyn LaneSink>,
+    },
 }
 
 impl fmt::Debug for Io {
@@ -69,6 +141,7 @@ impl fmt::Debug for Io {
         f.write_str(match self {
             Io::Stream { .. } => "Io::Stream",
             Io::Messages { .. } => "Io::Messages",
+            Io::Lanes { .. } => "Io::Lanes",
         })
     }
 }
@@ -110,6 +183,23 @@ impl Connection {
             io: Io::Messages {
                 stream: Box::pin(stream),
                 sink: Box::pin(sink),
+            },
+            peer,
+            max_frame_size,
+        }
+    }
+
+    /// Wraps a backend's lanes (see the module docs).
+    pub fn from_lanes(
+        stream: impl Stream<Item = Result<Bytes, TransportError>> + Send + 'static,
+        sink: impl LaneSink + 'static,
+        peer: PeerInfo,
+        max_frame_size: usize,
+    ) -> Connection {
+        Connection {
+            io: Io::Lanes {
+                stream: Box::pin(stream),
+                sink: Box::new(sink),
             },
             peer,
             max_frame_size,
@@ -163,6 +253,17 @@ impl Connection {
                     done: false,
                 },
             ),
+            Io::Lanes { stream, sink } => (
+                FrameSender {
+                    inner: SendInner::Lanes(sink),
+                    max,
+                },
+                FrameReceiver {
+                    inner: RecvInner::Messages(stream),
+                    max,
+                    done: false,
+                },
+            ),
         }
     }
 }
@@ -170,6 +271,7 @@ impl Connection {
 enum SendInner {
     Framed(FramedWrite<BoxWrite, FrameCodec>),
     Messages(BoxFrameSink),
+    Lanes(Box<dyn LaneSink>),
 }
 
 /// The sending half of a framed connection: a [`Sink`] of frames.
@@ -203,6 +305,38 @@ impl FrameSender {
         self.max
     }
 
+    /// Queues `frame` on `lane` (see the module docs), without flushing. On
+    /// a backend without lanes, or with `lane` `None`, this is
+    /// [`SinkExt::feed`]: the frame goes on the one ordered channel.
+    pub async fn feed_on(
+        &mut self,
+        lane: Option<Lane>,
+        frame: Bytes,
+    ) -> Result<(), TransportError> {
+        match &mut self.inner {
+            SendInner::Lanes(sink) => {
+                if frame.len() > self.max {
+                    return Err(TransportError::FrameTooLarge {
+                        size: frame.len(),
+                        max: self.max,
+                    });
+                }
+                poll_fn(|cx| sink.poll_ready(cx)).await?;
+                sink.start_send(lane, frame)
+            }
+            _ => self.feed(frame).await,
+        }
+    }
+
+    /// A handle that ends this sender's lanes from the reading side; `None`
+    /// on a backend without lanes.
+    pub fn lane_ends(&self) -> Option<LaneEnds> {
+        match &self.inner {
+            SendInner::Lanes(sink) => Some(sink.ends()),
+            _ => None,
+        }
+    }
+
     /// Flushes and closes the sending direction (the peer sees end of stream).
     pub async fn shutdown(&mut self) -> Result<(), TransportError> {
         self.close().await
@@ -219,6 +353,7 @@ impl Sink<Bytes> for FrameSender {
         match &mut self.inner {
             SendInner::Framed(f) => Pin::new(f).poll_ready(cx),
             SendInner::Messages(s) => s.as_mut().poll_ready(cx),
+            SendInner::Lanes(s) => s.poll_ready(cx),
         }
     }
 
@@ -232,6 +367,7 @@ impl Sink<Bytes> for FrameSender {
         match &mut self.inner {
             SendInner::Framed(f) => Pin::new(f).start_send(frame),
             SendInner::Messages(s) => s.as_mut().start_send(frame),
+            SendInner::Lanes(s) => s.start_send(None, frame),
         }
     }
 
@@ -242,6 +378,7 @@ impl Sink<Bytes> for FrameSender {
         match &mut self.inner {
             SendInner::Framed(f) => Pin::new(f).poll_flush(cx),
             SendInner::Messages(s) => s.as_mut().poll_flush(cx),
+            SendInner::Lanes(s) => s.poll_flush(cx),
         }
     }
 
@@ -252,6 +389,7 @@ impl Sink<Bytes> for FrameSender {
         match &mut self.inner {
             SendInner::Framed(f) => Pin::new(f).poll_close(cx),
             SendInner::Messages(s) => s.as_mut().poll_close(cx),
+            SendInner::Lanes(s) => s.poll_close(cx),
         }
     }
 }

@@ -15,6 +15,7 @@
 //! |---|---|---|
 //! | `max_frame_size=N` | every scheme | largest frame in bytes |
 //! | `mode=660` | `unix`, `tls+unix` | octal file mode of the socket |
+//! | `streams=run` or `streams=one` | `quic` | each run on its own QUIC stream (the default), or every frame on one stream |
 //! | `ca`, `cert`, `key`, `client_ca`, `client_auth`, `server_name`, `tls`, `insecure` | `tls`, `tls+unix`, `quic`, `https`, `wss` | TLS settings, read by the backend ([`Endpoint::option`]) |
 //!
 //! Option values may be percent-encoded (`%20` for a space, `%26` for `&`).
@@ -94,6 +95,9 @@ impl Scheme {
         let mut known = vec!["max_frame_size"];
         if matches!(self, Scheme::Unix | Scheme::TlsUnix) {
             known.push("mode");
+        }
+        if self == Scheme::Quic {
+            known.push("streams");
         }
         if self.is_tls() {
             known.extend_from_slice(TLS_OPTIONS);
@@ -253,6 +257,13 @@ impl Endpoint {
                                 ))
                             })?;
                         ep.unix_mode = Some(m);
+                    }
+                    "streams" => {
+                        if !matches!(v, "run" | "one") {
+                            return Err(bad(format!(
+                                "streams must be `run` (a QUIC stream per run) or `one` (one stream for everything), got `{v}`"
+                            )));
+                        }
                     }
                     _ => check_tls_option(k, v).map_err(bad)?,
                 }
@@ -583,6 +594,9 @@ mod tests {
             .option("ca")
             .is_some());
         assert!(ok("https://h/x?ca=c").option("ca").is_some());
+        assert_eq!(ok("quic://h:1?streams=one").option("streams"), Some("one"));
+        assert!(err("quic://h:1?streams=many").contains("streams must be `run`"));
+        assert!(err("tcp://h:1?streams=one").contains("unknown option `streams`"));
         let tu = ok("tls+unix:///tmp/s.sock?mode=600&cert=c&key=k");
         assert_eq!(tu.scheme(), Scheme::TlsUnix);
         assert_eq!(tu.address(), &Address::Path("/tmp/s.sock".into()));

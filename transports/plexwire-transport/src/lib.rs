@@ -26,7 +26,7 @@ mod traits;
 
 pub use connection::{
     BoxFrameSink, BoxFrameStream, BoxRead, BoxWrite, Connection, FrameReceiver, FrameSender, Io,
-    PeerInfo,
+    Lane, LaneEnds, LaneSink, PeerInfo,
 };
 pub use endpoint::{Address, Endpoint, Scheme, DEFAULT_MAX_FRAME_SIZE};
 pub use error::TransportError;

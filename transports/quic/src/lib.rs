@@ -5,15 +5,20 @@
 //! `server_name`, `cert`, `key`, `insecure` on a client; see
 //! [`plexwire_tls`]), always with TLS 1.3, and ALPN `plexwire/1`.
 //!
-//! # One stream per connection (for now)
+//! # Streams
 //!
-//! A plexwire connection is one bidirectional QUIC stream. The connecting
-//! side opens it and writes a one-byte preamble ([`PREAMBLE`]), so the
-//! listener learns of the stream before the first frame; the listener checks
-//! the byte. The stream then carries the length-prefixed frames like a TCP
-//! connection would. (Giving each run a stream of its own, so one slow run
-//! cannot hold up another's frames, is a later step; the preamble byte names
-//! the stream's kind so that step can add kinds.)
+//! A plexwire connection is one QUIC connection. Its main channel is one
+//! bidirectional stream: the connecting side opens it and writes a one-byte
+//! preamble, so the listener learns of the stream before the first frame;
+//! the listener checks the byte, and starts its own direction with one. The
+//! stream then carries length-prefixed frames like a TCP connection would.
+//!
+//! Each run gets QUIC streams of its own besides (the [`lanes`] module): a
+//! run's frames travel on a unidirectional stream per direction, so one
+//! large or slow run never holds up another's frames, which a TCP connection
+//! (one ordered byte stream) cannot avoid. `streams=one` in the URL puts
+//! every frame this side sends on the main stream instead; either side
+//! reads both kinds.
 //!
 //! # Closing
 //!
@@ -66,14 +71,17 @@ use quinn::{ConnectionError, VarInt};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::task::JoinSet;
 
+pub mod lanes;
+
 #[cfg(feature = "dev-certs")]
 pub use plexwire_tls::dev;
 pub use plexwire_tls::{ClientAuth, Pem, TlsVersions as Versions};
 
 /// The ALPN protocol name both sides require.
 pub const ALPN: &[u8] = b"plexwire/1";
-/// The first byte of a connection's stream: "this stream carries all of the
-/// connection's frames".
+/// The first byte of a connection's main stream from a side that sends
+/// every frame on it (`streams=one`); [`lanes::MAIN_WITH_LANES`] from a side
+/// that gives runs streams of their own.
 pub const PREAMBLE: u8 = 0x01;
 /// How long a connect waits for the handshake to finish.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -104,9 +112,9 @@ fn transport_config(server: bool) -> Arc<quinn::TransportConfig> {
         IDLE_TIMEOUT.try_into().expect("idle timeout fits a VarInt"),
     ));
     t.keep_alive_interval(Some(KEEP_ALIVE));
-    // One bidirectional stream, opened by the connecting side; nothing else.
+    // One bidirectional stream, opened by the connecting side, and the lanes.
     t.max_concurrent_bidi_streams(VarInt::from_u32(u32::from(server)));
-    t.max_concurrent_uni_streams(VarInt::from_u32(0));
+    t.max_concurrent_uni_streams(VarInt::from_u32(lanes::MAX_LANES));
     Arc::new(t)
 }
 
@@ -215,20 +223,34 @@ fn lost(e: &ConnectionError, side: Side) -> io::Error {
     io::Error::new(io::ErrorKind::ConnectionAborted, reason)
 }
 
+/// Whether `endpoint` gives runs streams of their own (`streams=run`, the default).
+fn uses_lanes(endpoint: &Endpoint) -> bool {
+    endpoint.option("streams") != Some("one")
+}
+
+/// The plexwire connection over QUIC connection `conn` and its main stream.
+///
+/// `peer_lanes`: the listener read the connecting side's preamble, which
+/// said whether it uses lanes; the connecting side reads the listener's
+/// preamble with the first frame.
 fn connection(
-    send: quinn::SendStream,
-    recv: quinn::RecvStream,
-    remote: SocketAddr,
+    conn: quinn::Connection,
+    (send, recv): (quinn::SendStream, quinn::RecvStream),
     side: Side,
+    lanes: bool,
+    peer_lanes: Option<bool>,
     max_frame_size: usize,
 ) -> Connection {
-    Connection::from_stream(
-        QuicRecv { inner: recv, side },
-        QuicSend {
-            inner: Some(send),
-            close: Close::Open,
-            side,
-        },
+    let remote = conn.remote_address();
+    let send = QuicSend {
+        inner: Some(send),
+        close: Close::Open,
+        side,
+    };
+    let listener = peer_lanes.is_some();
+    Connection::from_lanes(
+        lanes::LaneReceiver::new(recv, conn.clone(), side, max_frame_size, peer_lanes),
+        lanes::LaneSender::new(send, conn, side, max_frame_size, lanes, listener),
         PeerInfo {
             transport: "quic",
             remote: remote.to_string(),
@@ -320,20 +342,24 @@ impl QuicTransport {
             }
             Ok(Ok(c)) => c,
         };
+        let lanes = uses_lanes(endpoint);
         let opened = async {
             let (mut send, recv) = conn.open_bi().await.map_err(|e| lost(&e, Side::Client))?;
-            send.write_all(&[PREAMBLE]).await.map_err(|e| match e {
-                quinn::WriteError::ConnectionLost(e) => lost(&e, Side::Client),
-                other => io::Error::new(io::ErrorKind::ConnectionAborted, other),
-            })?;
+            send.write_all(&[lanes::main_preamble(lanes)])
+                .await
+                .map_err(|e| match e {
+                    quinn::WriteError::ConnectionLost(e) => lost(&e, Side::Client),
+                    other => io::Error::new(io::ErrorKind::ConnectionAborted, other),
+                })?;
             Ok::<_, io::Error>((send, recv))
         };
-        let (send, recv) = opened.await.map_err(connect_err)?;
+        let streams = opened.await.map_err(connect_err)?;
         Ok(connection(
-            send,
-            recv,
-            conn.remote_address(),
+            conn,
+            streams,
             Side::Client,
+            lanes,
+            None,
             endpoint.max_frame_size(),
         ))
     }
@@ -472,7 +498,8 @@ impl QuicListener {
                     let incoming = incoming.ok_or(TransportError::Closed)?;
                     let url = self.endpoint.url().to_owned();
                     let max = self.endpoint.max_frame_size();
-                    self.handshakes.spawn(handshake(incoming, url, max));
+                    let lanes = uses_lanes(&self.endpoint);
+                    self.handshakes.spawn(handshake(incoming, url, max, lanes));
                 }
             }
         }
@@ -484,6 +511,7 @@ async fn handshake(
     incoming: quinn::Incoming,
     url: String,
     max_frame_size: usize,
+    lanes: bool,
 ) -> Result<Connection, TransportError> {
     let remote = incoming.remote_address();
     let tls_fail = |reason: String| TransportError::Tls {
@@ -515,17 +543,28 @@ async fn handshake(
                 format!("no preamble: {e}"),
             ))
         })?;
-        if first[0] != PREAMBLE {
-            conn.close(VarInt::from_u32(BAD_PREAMBLE), b"bad preamble");
-            return Err(io_fail(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "stream preamble {:#04x} is not plexwire's {PREAMBLE:#04x}",
-                    first[0]
-                ),
-            )));
-        }
-        Ok(connection(send, recv, remote, Side::Server, max_frame_size))
+        let peer_lanes = match first[0] {
+            PREAMBLE => false,
+            lanes::MAIN_WITH_LANES => true,
+            other => {
+                conn.close(VarInt::from_u32(BAD_PREAMBLE), b"bad preamble");
+                return Err(io_fail(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "stream preamble {other:#04x} is not plexwire's {PREAMBLE:#04x} or {:#04x}",
+                        lanes::MAIN_WITH_LANES
+                    ),
+                )));
+            }
+        };
+        Ok(connection(
+            conn,
+            (send, recv),
+            Side::Server,
+            lanes,
+            Some(peer_lanes),
+            max_frame_size,
+        ))
     };
     match tokio::time::timeout(ACCEPT_TIMEOUT, work).await {
         Ok(result) => result,

@@ -35,10 +35,10 @@ fn stream_halves(conn: Connection, url: &str) -> Result<(Io, PeerInfo, usize), T
     let (io, peer) = conn.into_io();
     match io {
         Io::Stream { .. } => Ok((io, peer, max)),
-        Io::Messages { .. } => Err(TransportError::TlsConfig {
+        Io::Messages { .. } | Io::Lanes { .. } => Err(TransportError::TlsConfig {
             url: url.to_owned(),
             reason: format!(
-                "TLS runs over a byte stream, and a {} connection carries messages",
+                "TLS runs over a byte stream, and a {} connection carries framed messages",
                 peer.transport
             ),
         }),
