@@ -22,6 +22,12 @@ pub use plexwire_tls as tls;
 #[cfg_attr(docsrs, doc(cfg(feature = "quic")))]
 pub use plexwire_quic as quic;
 
+/// The HTTP backend (`http://`, and `https://` with the `tls` feature):
+/// [`HttpTransport`](http::HttpTransport), [`HttpListener`](http::HttpListener).
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub use plexwire_http as http;
+
 /// Connects to `url` with whichever compiled-in backend its scheme names.
 pub async fn connect(url: &str) -> Result<Connection, TransportError> {
     AnyTransport.connect(&Endpoint::parse(url)?).await
@@ -48,7 +54,26 @@ pub async fn listen_on(endpoint: &Endpoint) -> Result<Box<dyn ServerTransport>, 
         Scheme::Quic => Ok(Box::new(plexwire_quic::QuicListener::bind(endpoint).await?)),
         #[cfg(feature = "http")]
         Scheme::Http => Ok(Box::new(plexwire_http::HttpListener::bind(endpoint).await?)),
+        #[cfg(all(feature = "http", feature = "tls"))]
+        Scheme::Https => Ok(Box::new(plexwire_http::HttpListener::bind(endpoint).await?)),
+        #[cfg(not(all(feature = "http", feature = "tls")))]
+        Scheme::Https => Err(https_disabled(endpoint)),
         _ => Err(endpoint.feature_disabled()),
+    }
+}
+
+/// `https://` needs both the `http` and the `tls` feature; names the missing ones.
+#[cfg(not(all(feature = "http", feature = "tls")))]
+fn https_disabled(endpoint: &Endpoint) -> TransportError {
+    TransportError::FeatureDisabled {
+        url: endpoint.url().to_owned(),
+        feature: if cfg!(feature = "http") {
+            "tls"
+        } else if cfg!(feature = "tls") {
+            "http"
+        } else {
+            "http,tls"
+        },
     }
 }
 
@@ -79,7 +104,19 @@ impl ClientTransport for AnyTransport {
                     .await
             }
             #[cfg(feature = "http")]
-            Scheme::Http => Err(plexwire_http::connect_unsupported(endpoint)),
+            Scheme::Http => {
+                plexwire_http::HttpTransport::default()
+                    .connect(endpoint)
+                    .await
+            }
+            #[cfg(all(feature = "http", feature = "tls"))]
+            Scheme::Https => {
+                plexwire_http::HttpTransport::default()
+                    .connect(endpoint)
+                    .await
+            }
+            #[cfg(not(all(feature = "http", feature = "tls")))]
+            Scheme::Https => Err(https_disabled(endpoint)),
             _ => Err(endpoint.feature_disabled()),
         }
     }
@@ -104,6 +141,16 @@ mod tests {
         #[cfg(not(feature = "tls"))]
         for url in ["tls://127.0.0.1:0", "tls+unix:///tmp/x.sock"] {
             let e = listen(url).await.err().unwrap().to_string();
+            assert!(e.contains("`tls` cargo feature"), "{e}");
+        }
+        #[cfg(not(all(feature = "http", feature = "tls")))]
+        {
+            let e = connect("https://127.0.0.1:1")
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("--features "), "{e}");
+            #[cfg(feature = "http")]
             assert!(e.contains("`tls` cargo feature"), "{e}");
         }
         #[cfg(not(feature = "tcp"))]

@@ -220,4 +220,7 @@ backends! {
     #[cfg(feature = "tls")] tls_unix => crate::common::backends::tls_unix,
     #[cfg(feature = "quic")] quic => crate::common::backends::quic,
     #[cfg(feature = "quic")] quic_v6 => crate::common::backends::quic6,
+    #[cfg(feature = "http")] http => crate::common::backends::http,
+    #[cfg(feature = "http")] http_v6 => crate::common::backends::http6,
+    #[cfg(all(feature = "http", feature = "tls"))] https => crate::common::backends::https,
 }

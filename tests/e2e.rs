@@ -477,4 +477,6 @@ backends! {
     #[cfg(feature = "tls")] tls => crate::common::backends::tls,
     #[cfg(feature = "tls")] tls_unix => crate::common::backends::tls_unix,
     #[cfg(feature = "quic")] quic => crate::common::backends::quic,
+    #[cfg(feature = "http")] http => crate::common::backends::http,
+    #[cfg(all(feature = "http", feature = "tls"))] https => crate::common::backends::https,
 }

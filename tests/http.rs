@@ -1,8 +1,14 @@
-//! ReasonChip's HTTP endpoint on the plexwire broker: `POST /v1/stream/stream`
+//! The HTTP backend beyond what the conformance and e2e suites check:
+//! ReasonChip's endpoint on the plexwire broker (`POST /v1/stream/stream`
 //! with one JSON packet, answered with NDJSON packets until the RESULT —
-//! including the broker's own answers, which hang ReasonChip's server.
+//! including the broker's own answers, which hang ReasonChip's server); the
+//! upgrade to `plexwire/1` byte for byte, and its refusals; a plexwire client
+//! pointed at an HTTP server that is not plexwire; `https://` certificate
+//! checks.
 
 #![cfg(feature = "http")]
+
+mod common;
 
 use std::time::Duration;
 
@@ -17,9 +23,20 @@ const LIMIT: Duration = Duration::from_secs(20);
 
 /// A minimal HTTP/1.1 exchange: returns the status and the (de-chunked) body.
 async fn request(addr: &str, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    request_with(addr, method, path, "Connection: close\r\n", body).await
+}
+
+/// [`request`] with `headers` (each ending in `\r\n`) instead of `Connection: close`.
+async fn request_with(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &[u8],
+) -> (u16, String) {
     let mut s = TcpStream::connect(addr).await.unwrap();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{headers}\r\n",
         body.len()
     );
     s.write_all(head.as_bytes()).await.unwrap();
@@ -194,22 +211,6 @@ async fn a_client_that_hangs_up_has_its_run_cancelled() {
     .expect("the run was cancelled and its slot freed");
 }
 
-#[test]
-fn plexwire_peers_are_told_http_is_listen_only() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let e = rt
-        .block_on(plexwire::connect("http://127.0.0.1:1"))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("POST /v1/stream/stream") && e.contains("tcp, unix, tls or quic"),
-        "{e}"
-    );
-}
-
 /// The real ReasonChip 0.0.6 HttpClient (which sends no Content-Type) through
 /// the plexwire broker's HTTP endpoint.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -263,4 +264,309 @@ async fn reasonchip_http_client_runs_pipelines() {
     );
     assert_eq!(by("fail")["rc"], "PROCESSOR_EXCEPTION");
     assert_eq!(by("fail")["error"], "the fail pipeline always fails");
+}
+
+fn detail(body: &str) -> String {
+    serde_json::from_str::<Value>(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+        ["detail"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no detail: {body}"))
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_upgrade_request_gets_a_4xx_saying_what_to_send() {
+    let (_broker, addr) = setup("http://127.0.0.1:0").await;
+    // No Upgrade header at all (a browser, curl).
+    let (status, body) = request(&addr, "GET", "/v1/connect", b"").await;
+    assert_eq!(status, 426);
+    let d = detail(&body);
+    assert!(
+        d.contains("no `Upgrade` header")
+            && d.contains("`Connection: Upgrade` and `Upgrade: plexwire/1`")
+            && d.contains("/v1/stream/stream"),
+        "{d}"
+    );
+    // Another protocol, or another version of plexwire's.
+    for offered in ["websocket", "plexwire/2"] {
+        let (status, body) = request_with(
+            &addr,
+            "GET",
+            "/v1/connect",
+            &format!("Connection: Upgrade, close\r\nUpgrade: {offered}\r\n"),
+            b"",
+        )
+        .await;
+        assert_eq!(status, 426, "{offered}");
+        let d = detail(&body);
+        assert!(
+            d.contains(&format!("the request offers `{offered}`"))
+                && d.contains("`Upgrade: plexwire/1`"),
+            "{d}"
+        );
+    }
+    // The right protocol, but `Connection: Upgrade` was lost on the way.
+    let (status, body) = request_with(
+        &addr,
+        "GET",
+        "/v1/connect",
+        "Connection: close\r\nUpgrade: plexwire/1\r\n",
+        b"",
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        detail(&body).contains("needs `Connection: Upgrade` too"),
+        "{body}"
+    );
+    // The wrong method.
+    let (status, body) = request(&addr, "POST", "/v1/connect", b"{}").await;
+    assert_eq!(status, 405);
+    assert!(detail(&body).contains("takes GET, not POST"), "{body}");
+    // Elsewhere: both endpoints are named.
+    let (status, body) = request(&addr, "GET", "/", b"").await;
+    assert_eq!(status, 404);
+    let d = detail(&body);
+    assert!(
+        d.contains("/v1/stream/stream") && d.contains("/v1/connect"),
+        "{d}"
+    );
+}
+
+/// The upgrade byte for byte (docs/protocol.md §6), with the first frame
+/// sent in the same write as the request head: bytes the HTTP server read
+/// past the head still reach the connection, in order.
+#[tokio::test]
+async fn the_upgrade_byte_for_byte_then_frames_both_ways() {
+    let mut l = plexwire::transport::listen("http://127.0.0.1:0")
+        .await
+        .unwrap();
+    let addr = l
+        .local_endpoint()
+        .url()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    let mut out = format!(
+        "GET /v1/connect HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: plexwire/1\r\n\r\n"
+    )
+    .into_bytes();
+    out.extend_from_slice(&[0, 0, 0, 5]);
+    out.extend_from_slice(b"hello");
+    s.write_all(&out).await.unwrap();
+
+    let conn = timeout(LIMIT, l.accept()).await.unwrap().unwrap();
+    assert_eq!(conn.peer().transport, "http");
+    let (mut tx, mut rx) = conn.into_frames();
+    assert_eq!(&rx.recv_frame().await.unwrap().unwrap()[..], b"hello");
+    tx.send_frame(bytes::Bytes::from_static(b"world"))
+        .await
+        .unwrap();
+
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8];
+        timeout(LIMIT, s.read_exact(&mut byte))
+            .await
+            .unwrap()
+            .unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    assert!(
+        head.starts_with("http/1.1 101 switching protocols\r\n"),
+        "{head}"
+    );
+    assert!(head.contains("\r\nupgrade: plexwire/1\r\n"), "{head}");
+    assert!(head.contains("\r\nconnection: upgrade\r\n"), "{head}");
+    let mut frame = [0u8; 9];
+    timeout(LIMIT, s.read_exact(&mut frame))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&frame, b"\0\0\0\x05world");
+}
+
+/// A one-shot HTTP server that answers every connection with `response`.
+async fn canned_server(response: &'static str) -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_client_pointed_at_another_http_server_is_told_so() {
+    // A JSON API that does not know the path (FastAPI's answer).
+    let addr = canned_server(
+        "HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: 22\r\n\r\n{\"detail\":\"Not Found\"}",
+    )
+    .await;
+    let url = format!("http://{addr}");
+    let e = plexwire::connect(&url).await.unwrap_err().to_string();
+    assert_eq!(
+        e,
+        format!("could not connect to `{url}`: the HTTP server answered the upgrade request (`GET /v1/connect`, `Upgrade: plexwire/1`) with 404 Not Found, not 101 Switching Protocols: Not Found (is a plexwire listener running there?)")
+    );
+    // A web page.
+    let addr = canned_server(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: 13\r\n\r\n<html></html>",
+    )
+    .await;
+    let e = plexwire::connect(&format!("http://{addr}/app"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("(`GET /app/v1/connect`, `Upgrade: plexwire/1`) with 200 OK, not 101 Switching Protocols (is a plexwire listener"),
+        "{e}"
+    );
+    // A server that switches to something else.
+    let addr = canned_server(
+        "HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n",
+    )
+    .await;
+    let e = plexwire::connect(&format!("http://{addr}"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("switched protocols to `websocket`, not `plexwire/1`"),
+        "{e}"
+    );
+    // A plexwire broker's tcp:// listener: it hangs up on the request head.
+    let broker = Broker::new(BrokerConfig::default());
+    let tcp = broker.listen_clients("tcp://127.0.0.1:0").await.unwrap();
+    let url = tcp.url().replacen("tcp://", "http://", 1);
+    let e = timeout(LIMIT, plexwire::connect(&url))
+        .await
+        .expect("an answer, not a hang")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("the server closed the connection without answering the upgrade request; is it an HTTP listener (and not tcp://"),
+        "{e}"
+    );
+}
+
+#[cfg(feature = "tls")]
+mod https {
+    use super::*;
+    use crate::common::certs;
+    use plexwire::transport::{self, TransportError};
+
+    fn reason(e: TransportError) -> String {
+        match e {
+            TransportError::Tls { reason, .. } => reason,
+            other => panic!("not a TLS error: {other}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_server_signed_by_another_ca_is_rejected_with_the_reason() {
+        let l = transport::listen(&format!("https://127.0.0.1:0?{}", certs::listen_opts()))
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let other = plexwire::transport::tls::dev::DevCa::new("another CA").unwrap();
+        let ca = dir.path().join("other-ca.pem");
+        std::fs::write(&ca, other.cert_pem()).unwrap();
+        let url = format!(
+            "{}?ca={}",
+            l.local_endpoint().url().split('?').next().unwrap(),
+            ca.display()
+        );
+        let e = transport::connect(&url).await.unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with(&format!("TLS handshake with `{url}` failed: ")),
+            "{e}"
+        );
+        let r = reason(e);
+        assert!(
+            r.starts_with("certificate signed by an unknown authority: the server's certificate does not chain to the CA in `ca=`"),
+            "{r}"
+        );
+    }
+
+    #[tokio::test]
+    async fn mutual_tls_refusal_after_the_handshake_is_a_tls_error() {
+        // With TLS 1.3 the server checks the client's certificate after the
+        // client has finished its side: the refusal arrives while the client
+        // waits for the upgrade's answer, and is reported as what it is.
+        let f = certs::files();
+        let l = transport::listen(&format!(
+            "https://127.0.0.1:0?{}&client_ca={}&tls=1.3",
+            certs::listen_opts(),
+            f.ca
+        ))
+        .await
+        .unwrap();
+        let url = format!(
+            "{}?{}",
+            l.local_endpoint().url().split('?').next().unwrap(),
+            certs::connect_opts()
+        );
+        let r = reason(transport::connect(&url).await.unwrap_err());
+        assert!(r.contains("missing client certificate"), "{r}");
+    }
+
+    #[tokio::test]
+    async fn mixing_up_http_and_https_is_an_error_not_a_hang() {
+        let tls = transport::listen(&format!("https://127.0.0.1:0?{}", certs::listen_opts()))
+            .await
+            .unwrap();
+        let plain_url = tls
+            .local_endpoint()
+            .url()
+            .split('?')
+            .next()
+            .unwrap()
+            .replacen("https://", "http://", 1);
+        let e = timeout(LIMIT, transport::connect(&plain_url))
+            .await
+            .expect("an answer, not a hang")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(&format!("could not connect to `{plain_url}`: the answer to the upgrade request is not HTTP/1.1")) && e.contains("is the listener https://? then connect with https://"),
+            "{e}"
+        );
+
+        let plain = transport::listen("http://127.0.0.1:0").await.unwrap();
+        let tls_url = format!(
+            "{}?{}",
+            plain
+                .local_endpoint()
+                .url()
+                .replacen("http://", "https://", 1),
+            certs::connect_opts()
+        );
+        let e = timeout(LIMIT, transport::connect(&tls_url))
+            .await
+            .expect("an answer, not a hang")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(&format!(
+                "TLS handshake with `{tls_url}` failed: the server does not speak TLS"
+            )) && e.contains("is it a plain-text listener (`tcp://`, `http://`)?"),
+            "{e}"
+        );
+    }
 }

@@ -168,6 +168,18 @@ pub mod backends {
     pub fn tls_unix() -> Backend {
         encrypted(format!("tls+unix://{}", socket_path()))
     }
+    #[cfg(feature = "http")]
+    pub fn http() -> Backend {
+        Backend::plain("http://127.0.0.1:0")
+    }
+    #[cfg(feature = "http")]
+    pub fn http6() -> Backend {
+        Backend::plain("http://[::1]:0")
+    }
+    #[cfg(all(feature = "http", feature = "tls"))]
+    pub fn https() -> Backend {
+        encrypted("https://127.0.0.1:0".into())
+    }
     #[cfg(feature = "quic")]
     pub fn quic() -> Backend {
         encrypted("quic://127.0.0.1:0".into())

@@ -72,6 +72,10 @@ pub(crate) fn run(args: CertArgs) -> Result<ExitCode, String> {
         println!();
         println!("Or QUIC: the same URLs with quic:// instead of tls://.");
     }
+    if cfg!(all(feature = "http", feature = "tls")) {
+        println!();
+        println!("Or HTTPS (passes HTTP proxies that pass upgrades): the same URLs with https:// instead of tls://.");
+    }
     if !cfg!(feature = "tls") {
         println!("(This build has QUIC but not TLS: use quic:// in the commands above.)");
     }

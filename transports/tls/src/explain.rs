@@ -8,7 +8,7 @@
 //! handshake errors carry the alert code only; `plexwire-quic` uses
 //! [`explain_alert`] for them.
 
-use rustls::{AlertDescription, CertificateError, Error, PeerIncompatible};
+use rustls::{AlertDescription, CertificateError, Error, InvalidMessage, PeerIncompatible};
 use rustls_pki_types::UnixTime;
 
 use crate::TlsVersions;
@@ -70,6 +70,10 @@ pub fn explain(error: &Error, side: Side, versions: TlsVersions) -> String {
             }
             other => format!("{peer} is incompatible with this side: {other:?}"),
         },
+        Error::InvalidMessage(InvalidMessage::InvalidContentType) => format!(
+            "{peer} does not speak TLS: what it sent is not a TLS record ({error}); \
+             is it a plain-text listener (`tcp://`, `http://`)?"
+        ),
         Error::NoApplicationProtocol => {
             format!("no application protocol in common (ALPN): {peer} does not speak plexwire/1")
         }
