@@ -56,11 +56,11 @@ pub(crate) struct RelayArgs {
 }
 
 /// 64 bytes of payload text (a JSON string), as in the figures.
-fn payload() -> Payload {
+pub(crate) fn payload() -> Payload {
     Payload::to_json(&"x".repeat(62)).expect("a string serializes")
 }
 
-struct Proc(Child);
+pub(crate) struct Proc(Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -71,7 +71,7 @@ impl Drop for Proc {
 
 /// Starts this binary with `args`, waits for a stdout line starting with
 /// `ready`, and returns the process and every line up to that one.
-fn spawn_lines(args: &[&str], ready: &str) -> Result<(Proc, Vec<String>), String> {
+pub(crate) fn spawn_lines(args: &[&str], ready: &str) -> Result<(Proc, Vec<String>), String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
     let mut child = Command::new(exe)
         .args(args)
@@ -104,7 +104,7 @@ fn spawn_lines(args: &[&str], ready: &str) -> Result<(Proc, Vec<String>), String
 }
 
 /// Like [`spawn_lines`], returning the last word of the ready line.
-fn spawn(args: &[&str], ready: &str) -> Result<(Proc, String), String> {
+pub(crate) fn spawn(args: &[&str], ready: &str) -> Result<(Proc, String), String> {
     let (proc, lines) = spawn_lines(args, ready)?;
     let word = lines
         .last()
@@ -115,7 +115,7 @@ fn spawn(args: &[&str], ready: &str) -> Result<(Proc, String), String> {
 }
 
 /// The last word of the line that starts with `prefix`.
-fn word_after(lines: &[String], prefix: &str) -> Result<String, String> {
+pub(crate) fn word_after(lines: &[String], prefix: &str) -> Result<String, String> {
     lines
         .iter()
         .find(|l| l.starts_with(prefix))
@@ -182,7 +182,7 @@ impl Sink {
     }
 }
 
-fn pct(sorted: &[Duration], p: f64) -> f64 {
+pub(crate) fn pct(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -343,7 +343,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn connect_ready(ep: &Endpoint, config: &ClientConfig) -> Result<Client, String> {
+pub(crate) async fn connect_ready(ep: &Endpoint, config: &ClientConfig) -> Result<Client, String> {
     let client = Client::connect_with(&AnyTransport, ep, config.clone())
         .await
         .map_err(|e| e.to_string())?;
@@ -360,7 +360,7 @@ async fn connect_ready(ep: &Endpoint, config: &ClientConfig) -> Result<Client, S
     }
 }
 
-trait EchoOnce {
+pub(crate) trait EchoOnce {
     async fn run_raw_echo(&self) -> Result<(), String>;
 }
 

@@ -7,6 +7,7 @@ mod bench;
 #[cfg(any(feature = "tls", feature = "quic"))]
 mod cert;
 mod demo;
+mod hol;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -112,6 +113,8 @@ enum Command {
     Cert(cert::CertArgs),
     /// The end-to-end load benchmark: broker, worker and a raw relay baseline as separate processes.
     Bench(bench::BenchArgs),
+    /// Head-of-line blocking: small-run latency beside a 10 MiB run, over TCP and QUIC.
+    BenchHol(hol::HolArgs),
     /// (Used by `bench`.) Relay frames to --upstream, or echo them back.
     #[command(hide = true)]
     BenchRelay(bench::RelayArgs),
@@ -197,6 +200,7 @@ async fn run(command: Command) -> Result<ExitCode, String> {
         Command::Cert(args) => cert::run(args),
         Command::Bench(args) => bench::run(args).await,
         Command::BenchRelay(args) => bench::relay(args).await,
+        Command::BenchHol(args) => hol::run(args).await,
     }
 }
 

@@ -345,7 +345,7 @@ async fn handshake(
             plexwire_transport::Io::Stream { reader, writer } => {
                 Some(tokio::io::join(reader, writer))
             }
-            plexwire_transport::Io::Messages { .. } => None,
+            plexwire_transport::Io::Messages { .. } | plexwire_transport::Io::Lanes { .. } => None,
         },
         Err(e) => {
             tracing::warn!(error = %e, "TLS handshake refused");
