@@ -32,7 +32,11 @@
 //! which the sender waits as a TCP sender would. When the peer allows no
 //! more streams for now, a new lane's frames go on the main stream (still in
 //! order: every frame of a lane goes where its first one went). A peer may
-//! have at most [`MAX_LANES`] lanes open towards us.
+//! have at most [`MAX_LANES`] lanes open towards us. On the reading side, the
+//! bytes of frames not yet whole, over all lanes of a connection, are
+//! bounded by [`RECV_BUDGET`]: past it only one lane (the first to ask) may
+//! read on, to finish its frame, so a peer that starts many large frames at
+//! once costs at most the budget plus one frame.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -63,6 +67,9 @@ pub const LANE: u8 = 0x03;
 pub const TRAILER: u32 = u32::MAX;
 /// Lanes a peer may have open towards us at once.
 pub const MAX_LANES: u32 = 1024;
+/// Bytes of unfinished frames a receiver holds over all lanes, beyond
+/// which only one lane reads on (see the module docs).
+pub const RECV_BUDGET: usize = 32 * 1024 * 1024;
 /// Bytes a sender keeps queued for lanes that could not take them at once.
 pub const LANE_BUDGET: usize = 32 * 1024 * 1024;
 
@@ -477,6 +484,110 @@ fn bad(reason: String) -> TransportError {
 struct LaneCodec {
     frames: FrameCodec,
     preamble: bool,
+    lane: Arc<LaneAcct>,
+}
+
+/// The receive budget of a connection's lanes (see [`RECV_BUDGET`]).
+struct Budget {
+    limit: usize,
+    state: Mutex<BudgetState>,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget {
+            limit: RECV_BUDGET,
+            state: Mutex::default(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct BudgetState {
+    /// Bytes read from lanes and not yet handed out as frames.
+    used: usize,
+    /// The lane allowed to read past the budget, to finish its frame.
+    owner: Option<u64>,
+    /// Lanes waiting for room.
+    waiting: Vec<std::task::Waker>,
+}
+
+impl Budget {
+    fn state(&self) -> std::sync::MutexGuard<'_, BudgetState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// One lane's share of the budget.
+struct LaneAcct {
+    id: u64,
+    budget: Arc<Budget>,
+    /// Bytes this lane read and has not handed out.
+    held: AtomicUsize,
+}
+
+impl LaneAcct {
+    /// `n` bytes were handed out (or dropped); `done`: a frame is complete,
+    /// so ownership of the overdraft passes on.
+    fn give_back(&self, n: usize, done: bool) {
+        if n == 0 && !done {
+            return;
+        }
+        self.held.fetch_sub(n, Ordering::AcqRel);
+        let waiting = {
+            let mut st = self.budget.state();
+            st.used = st.used.saturating_sub(n);
+            if done && st.owner == Some(self.id) {
+                st.owner = None;
+            }
+            std::mem::take(&mut st.waiting)
+        };
+        waiting.into_iter().for_each(std::task::Waker::wake);
+    }
+}
+
+impl Drop for LaneAcct {
+    fn drop(&mut self) {
+        let held = self.held.load(Ordering::Acquire);
+        self.give_back(held, true);
+    }
+}
+
+/// A lane's reading half, which reads only while the budget allows.
+struct LaneRead<R = QuicRecv> {
+    inner: R,
+    lane: Arc<LaneAcct>,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for LaneRead<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        {
+            let mut st = self.lane.budget.state();
+            let held = self.lane.held.load(Ordering::Acquire);
+            let may = st.used < self.lane.budget.limit
+                || st.owner == Some(self.lane.id)
+                || (st.owner.is_none() && held > 0 && {
+                    st.owner = Some(self.lane.id);
+                    true
+                });
+            if !may {
+                st.waiting.push(cx.waker().clone());
+                return Poll::Pending;
+            }
+        }
+        let before = buf.filled().len();
+        std::task::ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            self.lane.held.fetch_add(n, Ordering::AcqRel);
+            self.lane.budget.state().used += n;
+        }
+        Poll::Ready(Ok(()))
+    }
 }
 
 impl Decoder for LaneCodec {
@@ -495,8 +606,13 @@ impl Decoder for LaneCodec {
             }
             src.advance(1);
             self.preamble = true;
+            self.lane.give_back(1, false);
         }
-        self.frames.decode(src)
+        let frame = self.frames.decode(src)?;
+        if let Some(f) = &frame {
+            self.lane.give_back(HEADER_LEN + f.len(), true);
+        }
+        Ok(frame)
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, TransportError> {
@@ -519,7 +635,8 @@ pub(crate) struct LaneReceiver {
     main: FramedRead<QuicRecv, MainCodec>,
     conn: quinn::Connection,
     accept: Option<Accept>,
-    lanes: SelectAll<FramedRead<QuicRecv, LaneCodec>>,
+    lanes: SelectAll<FramedRead<LaneRead, LaneCodec>>,
+    budget: Arc<Budget>,
     accepted: u64,
     trailer: Option<u64>,
     main_done: bool,
@@ -553,6 +670,7 @@ impl LaneReceiver {
             accept: Some(accept(&conn)),
             conn,
             lanes: SelectAll::new(),
+            budget: Arc::default(),
             accepted: 0,
             trailer: None,
             main_done: false,
@@ -602,13 +720,24 @@ impl Stream for LaneReceiver {
             match a.as_mut().poll(cx) {
                 Poll::Ready(Ok(recv)) => {
                     this.accepted += 1;
+                    let lane = Arc::new(LaneAcct {
+                        id: this.accepted,
+                        budget: this.budget.clone(),
+                        held: AtomicUsize::new(0),
+                    });
                     let codec = LaneCodec {
                         frames: FrameCodec::new(this.max),
                         preamble: false,
+                        lane: lane.clone(),
                     };
-                    let side = this.side;
-                    this.lanes
-                        .push(FramedRead::new(QuicRecv { inner: recv, side }, codec));
+                    let read = LaneRead {
+                        inner: QuicRecv {
+                            inner: recv,
+                            side: this.side,
+                        },
+                        lane,
+                    };
+                    this.lanes.push(FramedRead::new(read, codec));
                     this.accept = Some(accept(&this.conn));
                 }
                 // The connection is closing; the main stream reports why.
@@ -652,5 +781,92 @@ impl Stream for LaneReceiver {
             }
         }
         Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+
+    /// Lanes over in-memory pipes, sharing a budget of `limit` bytes.
+    fn lanes(
+        n: u64,
+        limit: usize,
+    ) -> (
+        Vec<tokio::io::DuplexStream>,
+        SelectAll<FramedRead<LaneRead<tokio::io::DuplexStream>, LaneCodec>>,
+        Arc<Budget>,
+    ) {
+        let budget = Arc::new(Budget {
+            limit,
+            state: Mutex::default(),
+        });
+        let mut writers = Vec::new();
+        let mut all = SelectAll::new();
+        for id in 0..n {
+            let (w, r) = tokio::io::duplex(64 * 1024);
+            let lane = Arc::new(LaneAcct {
+                id,
+                budget: budget.clone(),
+                held: AtomicUsize::new(0),
+            });
+            let codec = LaneCodec {
+                frames: FrameCodec::new(1 << 20),
+                preamble: false,
+                lane: lane.clone(),
+            };
+            all.push(FramedRead::new(LaneRead { inner: r, lane }, codec));
+            writers.push(w);
+        }
+        (writers, all, budget)
+    }
+
+    #[tokio::test]
+    async fn past_the_budget_one_lane_finishes_its_frame_and_the_rest_wait() {
+        // 8 lanes each start a 10 000-byte frame with half of it; the budget
+        // is 20 000 bytes, so the halves (40 000) cannot all be read.
+        const FRAME: usize = 10_000;
+        let (mut writers, mut all, budget) = lanes(8, 20_000);
+        let mut rest = Vec::new();
+        for (i, w) in writers.iter_mut().enumerate() {
+            let mut bytes = vec![LANE];
+            bytes.extend_from_slice(&(FRAME as u32).to_be_bytes());
+            bytes.extend(std::iter::repeat_n(i as u8, FRAME));
+            let tail = bytes.split_off(1 + HEADER_LEN + FRAME / 2);
+            w.write_all(&bytes).await.unwrap();
+            rest.push(tail);
+        }
+        // Nothing is whole yet; reading stops at the budget.
+        assert!(futures_util::poll!(all.next()).is_pending());
+        let used = budget.state().used;
+        assert!(
+            (20_000..20_000 + FRAME).contains(&used),
+            "reading stopped at the budget: {used}"
+        );
+        // The rest of every frame arrives: each lane gets its turn, every
+        // frame comes out whole, and the budget is never passed by more than
+        // one frame.
+        for (w, tail) in writers.iter_mut().zip(&rest) {
+            w.write_all(tail).await.unwrap();
+        }
+        let mut seen = Vec::new();
+        for _ in 0..8 {
+            let f = tokio::time::timeout(std::time::Duration::from_secs(5), all.next())
+                .await
+                .expect("no lane is starved")
+                .unwrap()
+                .unwrap();
+            assert_eq!(f.len(), FRAME);
+            assert!(f.iter().all(|b| *b == f[0]));
+            seen.push(f[0]);
+            assert!(budget.state().used <= 20_000 + FRAME);
+        }
+        seen.sort();
+        assert_eq!(seen, (0..8).collect::<Vec<u8>>());
+        assert_eq!(budget.state().used, 0, "every byte given back");
+        drop(writers);
+        assert!(all.next().await.is_none());
     }
 }

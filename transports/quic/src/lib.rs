@@ -115,6 +115,9 @@ fn transport_config(server: bool) -> Arc<quinn::TransportConfig> {
     // One bidirectional stream, opened by the connecting side, and the lanes.
     t.max_concurrent_bidi_streams(VarInt::from_u32(u32::from(server)));
     t.max_concurrent_uni_streams(VarInt::from_u32(lanes::MAX_LANES));
+    // What quinn holds unread for all streams together; without a bound a
+    // peer could fill every lane's window at once.
+    t.receive_window(VarInt::from_u32(lanes::RECV_BUDGET as u32));
     Arc::new(t)
 }
 
