@@ -790,15 +790,10 @@ mod tests {
     use futures_util::StreamExt;
     use tokio::io::AsyncWriteExt;
 
+    type Lanes = SelectAll<FramedRead<LaneRead<tokio::io::DuplexStream>, LaneCodec>>;
+
     /// Lanes over in-memory pipes, sharing a budget of `limit` bytes.
-    fn lanes(
-        n: u64,
-        limit: usize,
-    ) -> (
-        Vec<tokio::io::DuplexStream>,
-        SelectAll<FramedRead<LaneRead<tokio::io::DuplexStream>, LaneCodec>>,
-        Arc<Budget>,
-    ) {
+    fn lanes(n: u64, limit: usize) -> (Vec<tokio::io::DuplexStream>, Lanes, Arc<Budget>) {
         let budget = Arc::new(Budget {
             limit,
             state: Mutex::default(),
