@@ -124,9 +124,12 @@ pub(crate) async fn accept(
 pub(crate) struct Outbox {
     /// Data packets, in order; bounded by the connection's send queue.
     pub(crate) data: mpsc::Sender<Packet>,
-    /// PING and PONG, written ahead of queued data: a peer whose data queue
-    /// is full (a long event stream) still answers liveness probes.
-    pub(crate) control: mpsc::Sender<Packet>,
+    /// PING and PONG (only their type: they carry nothing else), written
+    /// ahead of queued data: a peer whose data queue is full (a long event
+    /// stream) still answers liveness probes. A channel of one-byte items
+    /// costs an idle connection almost nothing, where one of packets would
+    /// cost a block of 32.
+    pub(crate) control: mpsc::Sender<PacketType>,
 }
 
 /// Control packets queued at most: liveness needs only a few.
@@ -152,7 +155,7 @@ pub(crate) fn spawn_writer(
     queued_bytes: Option<Arc<AtomicUsize>>,
 ) -> (Outbox, JoinHandle<()>) {
     let (data, mut rx) = mpsc::channel::<Packet>(queue.max(1));
-    let (control, mut control_rx) = mpsc::channel::<Packet>(CONTROL_QUEUE);
+    let (control, mut control_rx) = mpsc::channel::<PacketType>(CONTROL_QUEUE);
     let sent = move |p: &Packet| {
         if let Some(q) = &queued_bytes {
             q.fetch_sub(p.size_hint(), Ordering::Relaxed);
@@ -163,7 +166,7 @@ pub(crate) fn spawn_writer(
             loop {
                 let first = tokio::select! {
                     biased;
-                    Some(c) = control_rx.recv() => c,
+                    Some(c) = control_rx.recv() => Packet::new(c),
                     d = rx.recv() => match d {
                         Some(p) => {
                             sent(&p);
@@ -176,7 +179,7 @@ pub(crate) fn spawn_writer(
                 let mut n = 1;
                 while n < MAX_BATCH {
                     if let Ok(c) = control_rx.try_recv() {
-                        feed(&mut tx, &codec, c, legacy).await?;
+                        feed(&mut tx, &codec, Packet::new(c), legacy).await?;
                     } else if let Ok(p) = rx.try_recv() {
                         sent(&p);
                         feed(&mut tx, &codec, p, legacy).await?;

@@ -155,7 +155,7 @@ struct Core {
 struct PeerSlot {
     out: mpsc::Sender<Packet>,
     /// PING/PONG, written ahead of queued data.
-    control: mpsc::Sender<Packet>,
+    control: mpsc::Sender<PacketType>,
     kill: CancellationToken,
     /// Bytes in `out`'s queue (counted in here, out by the writer).
     queued: Arc<AtomicUsize>,
@@ -167,7 +167,7 @@ impl PeerSlot {
     fn offer(&self, packet: Packet, byte_budget: usize) -> Result<(), bool> {
         if matches!(packet.packet_type, PacketType::Ping | PacketType::Pong) {
             // Liveness must get through even when data is backed up.
-            let _ = self.control.try_send(packet);
+            let _ = self.control.try_send(packet.packet_type);
             return Ok(());
         }
         let size = packet.size_hint();

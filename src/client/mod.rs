@@ -112,7 +112,7 @@ struct Session {
     id: u64,
     out: mpsc::Sender<Packet>,
     /// PING/PONG, written ahead of queued data.
-    control: mpsc::Sender<Packet>,
+    control: mpsc::Sender<PacketType>,
     peer: String,
     /// The writer task; it ends (having closed the stream) once `out` and
     /// `control` are dropped.
@@ -148,9 +148,10 @@ impl Inner {
         self.pending().session.as_ref().map(|s| s.out.clone())
     }
 
-    fn control(&self, packet: Packet) {
+    /// Queues a PING or PONG ahead of data.
+    fn control(&self, kind: PacketType) {
         if let Some(s) = self.pending().session.as_ref() {
-            let _ = s.control.try_send(packet);
+            let _ = s.control.try_send(kind);
         }
     }
 
@@ -757,7 +758,7 @@ async fn read_loop(inner: Weak<Inner>, reading: Reading) -> &'static str {
                     return "ping timeout";
                 }
                                 if silent >= interval {
-                    inner.control(Packet::new(PacketType::Ping));
+                    inner.control(PacketType::Ping);
                 }
                 continue;
             }
@@ -807,7 +808,7 @@ async fn read_loop(inner: Weak<Inner>, reading: Reading) -> &'static str {
                     }
                 }
             }
-            PacketType::Ping => inner.control(Packet::new(PacketType::Pong)),
+            PacketType::Ping => inner.control(PacketType::Pong),
             _ => {}
         }
     }

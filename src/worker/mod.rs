@@ -385,7 +385,7 @@ impl Worker {
                         break WorkerExit::BrokerGone;
                     }
                     if silent >= c.ping_interval {
-                        let _ = control.try_send(Packet::new(PacketType::Ping));
+                        let _ = control.try_send(PacketType::Ping);
                     }
                     continue;
                 }
@@ -507,7 +507,7 @@ impl Worker {
                     }
                 }
                 PacketType::Ping => {
-                    let _ = control.try_send(Packet::new(PacketType::Pong));
+                    let _ = control.try_send(PacketType::Pong);
                 }
                 PacketType::Hello | PacketType::Pong => {}
                 PacketType::Result if packet.rc.is_some() => {

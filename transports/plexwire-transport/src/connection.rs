@@ -233,7 +233,7 @@ impl Connection {
         match self.io {
             Io::Stream { reader, writer } => (
                 FrameSender {
-                    inner: SendInner::Framed(FramedWrite::new(writer, FrameCodec::new(max))),
+                    inner: SendInner::Framed(framed_write(writer, max)),
                     max,
                 },
                 FrameReceiver {
@@ -266,6 +266,15 @@ impl Connection {
             ),
         }
     }
+}
+
+/// A framed writer whose buffer starts empty: an idle connection holds no
+/// write buffer, and a busy one grows it to its working size on first use
+/// (and keeps it), where tokio-util would reserve 8 KiB up front.
+fn framed_write(writer: BoxWrite, max: usize) -> FramedWrite<BoxWrite, FrameCodec> {
+    let mut w = FramedWrite::new(writer, FrameCodec::new(max));
+    *w.write_buffer_mut() = bytes::BytesMut::new();
+    w
 }
 
 enum SendInner {
