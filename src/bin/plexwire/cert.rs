@@ -22,7 +22,7 @@ pub(crate) struct CertArgs {
 }
 
 /// A path as a URL query value: `%`, `&`, `#`, `?`, `+` and spaces escaped.
-fn query_value(path: &Path) -> String {
+pub(crate) fn query_value(path: &Path) -> String {
     let mut out = String::new();
     for c in path.display().to_string().chars() {
         match c {
