@@ -111,6 +111,9 @@ enum Command {
     #[cfg(any(feature = "tls", feature = "quic"))]
     Cert(cert::CertArgs),
     /// The end-to-end load benchmark: broker, worker and a raw relay baseline as separate processes.
+    ///
+    /// A flag given twice takes its last value (so scripts/bench.sh's defaults can be overridden).
+    #[command(args_override_self = true)]
     Bench(bench::BenchArgs),
     /// (Used by `bench`.) Relay frames to --upstream, or echo them back.
     #[command(hide = true)]
