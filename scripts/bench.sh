@@ -3,7 +3,8 @@
 # every compiled-in transport (tcp, unix, tls, quic) with both codecs against
 # the raw relay baseline, NATS request-reply in the same run, the broker's
 # memory per idle connection, and a soak under load that fails if the
-# broker's memory grows. About 10 minutes with the defaults.
+# broker's memory grows. About 10 minutes with the defaults. Each throughput
+# figure is the best of 3 one-second rounds (the machine may be shared).
 #
 #   bash scripts/bench.sh                       # everything: IDLE=10000, SOAK=300
 #   IDLE=1000 SOAK=30 bash scripts/bench.sh     # quicker
@@ -38,4 +39,5 @@ cargo build --release -p plexwire-nats-baseline
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 echo "== load on the machine before the run: $(cut -d' ' -f1-3 /proc/loadavg) (2 cores; busy = figures are noisy, compare ratios)"
-exec ./target/release/plexwire bench --transports all --idle "$IDLE" --soak "$SOAK" --json "$JSON" "$@"
+exec ./target/release/plexwire bench --transports all --seconds 1 --sequential 10000 --rounds 3 \
+    --idle "$IDLE" --soak "$SOAK" --json "$JSON" "$@"

@@ -112,6 +112,9 @@ enum Command {
     #[cfg(any(feature = "tls", feature = "quic"))]
     Cert(cert::CertArgs),
     /// The end-to-end load benchmark: broker, worker and a raw relay baseline as separate processes.
+    ///
+    /// A flag given twice takes its last value (so scripts/bench.sh's defaults can be overridden).
+    #[command(args_override_self = true)]
     Bench(bench::BenchArgs),
     /// Head-of-line blocking: small-run latency beside a 10 MiB run, over TCP and QUIC.
     BenchHol(hol::HolArgs),
