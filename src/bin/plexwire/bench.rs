@@ -113,8 +113,13 @@ pub(crate) struct RelayArgs {
 }
 
 /// 64 bytes of payload text (a JSON string), as in the figures.
+/// Made once: the load generator should spend its time on plexwire, not on
+/// building the same payload for every run (a clone shares the bytes).
 pub(crate) fn payload() -> Payload {
-    Payload::to_json(&"x".repeat(62)).expect("a string serializes")
+    static PAYLOAD: std::sync::OnceLock<Payload> = std::sync::OnceLock::new();
+    PAYLOAD
+        .get_or_init(|| Payload::to_json(&"x".repeat(62)).expect("a string serializes"))
+        .clone()
 }
 
 /// A child process, killed when dropped.
