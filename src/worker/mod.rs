@@ -3,7 +3,8 @@
 //! A [`Worker`] holds a registry of pipeline handlers by name — typed ones
 //! (serde in, serde out) and raw ones (payload in, payload out) — and a
 //! capacity. It connects to a broker, registers, and runs up to `capacity`
-//! pipelines at once, each in its own task:
+//! pipelines at once, each in its own task (on a current-thread runtime a
+//! run that finishes at its first poll is answered at once, without one):
 //!
 //! - a handler can stream events ([`RunContext::emit`]) before returning;
 //! - CANCEL stops the handler and always answers RESULT CANCELLED, freeing the slot;
@@ -370,6 +371,8 @@ impl Worker {
 
         let tracker = TaskTracker::new();
         let running = Running::default();
+        let inline = tokio::runtime::Handle::current().runtime_flavor()
+            == tokio::runtime::RuntimeFlavor::CurrentThread;
         // Wakes the loop when a run ends, for draining.
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<()>();
         let mut draining = false;
@@ -469,6 +472,35 @@ impl Worker {
                         events: !c.legacy,
                         cancel,
                     };
+                    let mut run = Box::pin(execute(handler, ctx, packet.variables));
+                    // On a current-thread runtime a run that finishes at its
+                    // first poll (most do: echo, lookups, arithmetic) is done
+                    // here, without a task; runs cannot run in parallel there
+                    // anyway. On a multi-thread runtime each run gets its own
+                    // task, so CPU-bound handlers spread over the threads.
+                    if inline {
+                        if let Some(result) = (&mut run).now_or_never() {
+                            running.remove(&cookie);
+                            match out.try_send(result) {
+                                Ok(()) => {}
+                                Err(mpsc::error::TrySendError::Full(result)) => {
+                                    let out = out.clone();
+                                    tracker.spawn(async move {
+                                        let _ = out.send(result).await;
+                                    });
+                                }
+                                Err(mpsc::error::TrySendError::Closed(_)) => {}
+                            }
+                            if draining && running.len() == 0 {
+                                break if self.stop.is_cancelled() {
+                                    WorkerExit::Stopped
+                                } else {
+                                    WorkerExit::Shutdown
+                                };
+                            }
+                            continue;
+                        }
+                    }
                     let (out, done, session, running) = (
                         out.clone(),
                         done_tx.clone(),
@@ -479,7 +511,7 @@ impl Worker {
                         let result = tokio::select! {
                             biased;
                             _ = session.cancelled() => return,
-                            r = execute(handler, ctx, packet.variables) => r,
+                            r = run => r,
                         };
                         // Free the slot before the RESULT leaves: when the broker
                         // sends the next RUN into it, it is free here already.
