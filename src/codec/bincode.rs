@@ -129,9 +129,11 @@ impl Codec for Bincode {
                 .map(|v| v.iter().map(String::as_str).collect()),
             timeout_ms: p.timeout_ms,
         };
-        bincode::serde::encode_to_vec(&wire, config())
-            .map(Bytes::from)
-            .map_err(|e| CodecError::Bincode(e.to_string()))
+        // Sized up front: growing from empty costs several reallocations per packet.
+        let mut out = Vec::with_capacity(p.size_hint());
+        bincode::serde::encode_into_std_write(&wire, &mut out, config())
+            .map_err(|e| CodecError::Bincode(e.to_string()))?;
+        Ok(Bytes::from(out))
     }
 
     fn decode(&self, frame: &Bytes) -> Result<Packet, CodecError> {

@@ -32,7 +32,7 @@ impl Codec for Json {
 
     fn encode(&self, packet: &Packet) -> Result<Bytes, CodecError> {
         // A Vec takes serde_json's many small writes faster than BytesMut's io::Write.
-        let mut out = Vec::with_capacity(256);
+        let mut out = Vec::with_capacity(packet.size_hint() + 192);
         serde_json::to_writer(&mut out, &Out(packet)).map_err(CodecError::Json)?;
         Ok(Bytes::from(out))
     }
