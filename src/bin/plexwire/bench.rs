@@ -448,12 +448,17 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)].as_secs_f64() * 1e6
 }
 
+/// The longest any timed part of the benchmark may be asked to run.
+const MAX_SECONDS: f64 = 7.0 * 86_400.0;
+
 /// A number of seconds from the command line, or an error naming the flag.
 fn seconds_arg(flag: &str, s: f64, min: f64) -> Result<f64, String> {
-    if s.is_finite() && s >= 0.0 {
+    if s.is_finite() && (0.0..=MAX_SECONDS).contains(&s) {
         Ok(s.max(min))
     } else {
-        Err(format!("{flag} takes a number of seconds, not {s}"))
+        Err(format!(
+            "{flag} takes a number of seconds from 0 to {MAX_SECONDS}, not {s}"
+        ))
     }
 }
 
@@ -500,6 +505,15 @@ impl Plan {
         }
         if !args.no_table && (transports.is_empty() || codecs.is_empty()) {
             return Err("give at least one transport and one codec (or --no-table)".into());
+        }
+        if args.sequential > 10_000_000 {
+            return Err(format!(
+                "--sequential takes at most 10000000 round trips, not {}",
+                args.sequential
+            ));
+        }
+        if args.rounds > 1000 {
+            return Err(format!("--rounds takes at most 1000, not {}", args.rounds));
         }
         let (seconds, sequential) = if args.short {
             (0.3, 500)
