@@ -209,48 +209,76 @@ fn word_after(lines: &[String], prefix: &str) -> Result<String, String> {
         .ok_or_else(|| format!("the broker did not print a `{prefix}` line"))
 }
 
-/// The backends this build can measure, in the order `--transports all` runs them.
-fn compiled_transports() -> Vec<&'static str> {
-    let mut all = Vec::new();
-    if cfg!(feature = "tcp") {
-        all.push("tcp");
-    }
-    if cfg!(feature = "unix") {
-        all.push("unix");
-    }
-    if cfg!(feature = "tls") {
-        all.push("tls");
-    }
-    if cfg!(feature = "quic") {
-        all.push("quic");
-    }
-    all
+/// A transport the benchmark can measure. Adding a backend (e.g. `http`,
+/// once it connects as well as listens) is a row here and an arm in
+/// [`Scratch::backend`].
+struct Transport {
+    /// Its name in `--transports`.
+    name: &'static str,
+    /// The cargo feature it needs.
+    feature: &'static str,
+    /// Whether this build has it.
+    compiled: bool,
+    /// Whether `--transports all` runs it (`tls+unix` is the TLS backend again).
+    in_all: bool,
 }
 
-/// Every transport name the benchmark knows, and the feature it needs.
-const KNOWN_TRANSPORTS: &[(&str, &str)] = &[
-    ("tcp", "tcp"),
-    ("unix", "unix"),
-    ("tls", "tls"),
-    ("tls+unix", "tls"),
-    ("quic", "quic"),
+/// Every transport the benchmark knows, in the order `--transports all` runs them.
+const TRANSPORTS: &[Transport] = &[
+    Transport {
+        name: "tcp",
+        feature: "tcp",
+        compiled: cfg!(feature = "tcp"),
+        in_all: true,
+    },
+    Transport {
+        name: "unix",
+        feature: "unix",
+        compiled: cfg!(feature = "unix"),
+        in_all: true,
+    },
+    Transport {
+        name: "tls",
+        feature: "tls",
+        compiled: cfg!(feature = "tls"),
+        in_all: true,
+    },
+    Transport {
+        name: "tls+unix",
+        feature: "tls",
+        compiled: cfg!(feature = "tls"),
+        in_all: false,
+    },
+    Transport {
+        name: "quic",
+        feature: "quic",
+        compiled: cfg!(feature = "quic"),
+        in_all: true,
+    },
 ];
 
+/// What `--transports all` means in this build.
+fn compiled_transports() -> Vec<&'static str> {
+    TRANSPORTS
+        .iter()
+        .filter(|t| t.compiled && t.in_all)
+        .map(|t| t.name)
+        .collect()
+}
+
 fn check_transport(t: &str) -> Result<(), String> {
-    let compiled = compiled_transports();
-    if compiled.contains(&t) || (t == "tls+unix" && cfg!(feature = "tls")) {
-        return Ok(());
-    }
-    match KNOWN_TRANSPORTS.iter().find(|(name, _)| *name == t) {
-        Some((_, feature)) => Err(format!(
-            "this build lacks the `{t}` transport (build with `--features {feature}`, or `--features full`); it has: {}",
-            compiled.join(", ")
+    match TRANSPORTS.iter().find(|x| x.name == t) {
+        Some(x) if x.compiled => Ok(()),
+        Some(x) => Err(format!(
+            "this build lacks the `{t}` transport (build with `--features {}`, or `--features full`); it has: {}",
+            x.feature,
+            compiled_transports().join(", ")
         )),
         None => Err(format!(
             "the benchmark knows the transports {}, or `all`; not `{t}`",
-            KNOWN_TRANSPORTS
+            TRANSPORTS
                 .iter()
-                .map(|(n, _)| *n)
+                .map(|x| x.name)
                 .collect::<Vec<_>>()
                 .join(", ")
         )),
