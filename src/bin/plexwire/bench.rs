@@ -214,48 +214,76 @@ pub(crate) fn word_after(lines: &[String], prefix: &str) -> Result<String, Strin
         .ok_or_else(|| format!("the broker did not print a `{prefix}` line"))
 }
 
-/// The backends this build can measure, in the order `--transports all` runs them.
-fn compiled_transports() -> Vec<&'static str> {
-    let mut all = Vec::new();
-    if cfg!(feature = "tcp") {
-        all.push("tcp");
-    }
-    if cfg!(feature = "unix") {
-        all.push("unix");
-    }
-    if cfg!(feature = "tls") {
-        all.push("tls");
-    }
-    if cfg!(feature = "quic") {
-        all.push("quic");
-    }
-    all
+/// A transport the benchmark can measure. Adding a backend (e.g. `http`,
+/// once it connects as well as listens) is a row here and an arm in
+/// [`Scratch::backend`].
+struct Transport {
+    /// Its name in `--transports`.
+    name: &'static str,
+    /// The cargo feature it needs.
+    feature: &'static str,
+    /// Whether this build has it.
+    compiled: bool,
+    /// Whether `--transports all` runs it (`tls+unix` is the TLS backend again).
+    in_all: bool,
 }
 
-/// Every transport name the benchmark knows, and the feature it needs.
-const KNOWN_TRANSPORTS: &[(&str, &str)] = &[
-    ("tcp", "tcp"),
-    ("unix", "unix"),
-    ("tls", "tls"),
-    ("tls+unix", "tls"),
-    ("quic", "quic"),
+/// Every transport the benchmark knows, in the order `--transports all` runs them.
+const TRANSPORTS: &[Transport] = &[
+    Transport {
+        name: "tcp",
+        feature: "tcp",
+        compiled: cfg!(feature = "tcp"),
+        in_all: true,
+    },
+    Transport {
+        name: "unix",
+        feature: "unix",
+        compiled: cfg!(feature = "unix"),
+        in_all: true,
+    },
+    Transport {
+        name: "tls",
+        feature: "tls",
+        compiled: cfg!(feature = "tls"),
+        in_all: true,
+    },
+    Transport {
+        name: "tls+unix",
+        feature: "tls",
+        compiled: cfg!(feature = "tls"),
+        in_all: false,
+    },
+    Transport {
+        name: "quic",
+        feature: "quic",
+        compiled: cfg!(feature = "quic"),
+        in_all: true,
+    },
 ];
 
+/// What `--transports all` means in this build.
+fn compiled_transports() -> Vec<&'static str> {
+    TRANSPORTS
+        .iter()
+        .filter(|t| t.compiled && t.in_all)
+        .map(|t| t.name)
+        .collect()
+}
+
 fn check_transport(t: &str) -> Result<(), String> {
-    let compiled = compiled_transports();
-    if compiled.contains(&t) || (t == "tls+unix" && cfg!(feature = "tls")) {
-        return Ok(());
-    }
-    match KNOWN_TRANSPORTS.iter().find(|(name, _)| *name == t) {
-        Some((_, feature)) => Err(format!(
-            "this build lacks the `{t}` transport (build with `--features {feature}`, or `--features full`); it has: {}",
-            compiled.join(", ")
+    match TRANSPORTS.iter().find(|x| x.name == t) {
+        Some(x) if x.compiled => Ok(()),
+        Some(x) => Err(format!(
+            "this build lacks the `{t}` transport (build with `--features {}`, or `--features full`); it has: {}",
+            x.feature,
+            compiled_transports().join(", ")
         )),
         None => Err(format!(
             "the benchmark knows the transports {}, or `all`; not `{t}`",
-            KNOWN_TRANSPORTS
+            TRANSPORTS
                 .iter()
-                .map(|(n, _)| *n)
+                .map(|x| x.name)
                 .collect::<Vec<_>>()
                 .join(", ")
         )),
@@ -453,12 +481,17 @@ pub(crate) fn pct(sorted: &[Duration], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)].as_secs_f64() * 1e6
 }
 
+/// The longest any timed part of the benchmark may be asked to run.
+const MAX_SECONDS: f64 = 7.0 * 86_400.0;
+
 /// A number of seconds from the command line, or an error naming the flag.
 fn seconds_arg(flag: &str, s: f64, min: f64) -> Result<f64, String> {
-    if s.is_finite() && s >= 0.0 {
+    if s.is_finite() && (0.0..=MAX_SECONDS).contains(&s) {
         Ok(s.max(min))
     } else {
-        Err(format!("{flag} takes a number of seconds, not {s}"))
+        Err(format!(
+            "{flag} takes a number of seconds from 0 to {MAX_SECONDS}, not {s}"
+        ))
     }
 }
 
@@ -505,6 +538,15 @@ impl Plan {
         }
         if !args.no_table && (transports.is_empty() || codecs.is_empty()) {
             return Err("give at least one transport and one codec (or --no-table)".into());
+        }
+        if args.sequential > 10_000_000 {
+            return Err(format!(
+                "--sequential takes at most 10000000 round trips, not {}",
+                args.sequential
+            ));
+        }
+        if args.rounds > 1000 {
+            return Err(format!("--rounds takes at most 1000, not {}", args.rounds));
         }
         let (seconds, sequential) = if args.short {
             (0.3, 500)
