@@ -39,9 +39,10 @@ use tokio::sync::Semaphore;
 
 #[derive(Args, Debug)]
 pub(crate) struct BenchArgs {
-    /// Transports to measure (comma-separated): tcp, unix, tls, tls+unix, quic
-    /// (the last three need the `tls` / `quic` features), or `all` for every
-    /// compiled-in backend. Default: tcp,unix.
+    /// Transports to measure (comma-separated): tcp, unix, tls, tls+unix, quic,
+    /// http, https (all but the first two need the `tls` / `quic` / `http`
+    /// features), or `all` for every compiled-in backend (tls+unix and https
+    /// only by name). Default: tcp,unix.
     #[arg(long, value_delimiter = ',')]
     transports: Vec<String>,
     /// Codecs to measure (comma-separated): json, bincode.
@@ -260,6 +261,18 @@ const TRANSPORTS: &[Transport] = &[
         compiled: cfg!(feature = "quic"),
         in_all: true,
     },
+    Transport {
+        name: "http",
+        feature: "http",
+        compiled: cfg!(feature = "http"),
+        in_all: true,
+    },
+    Transport {
+        name: "https",
+        feature: "http,tls",
+        compiled: cfg!(all(feature = "http", feature = "tls")),
+        in_all: false,
+    },
 ];
 
 /// What `--transports all` means in this build.
@@ -412,6 +425,11 @@ impl Scratch {
             "tls+unix" => self.encrypted(format!("tls+unix://{}", self.socket(name))),
             #[cfg(feature = "quic")]
             "quic" => self.encrypted("quic://127.0.0.1:0".into()),
+            // The full-duplex upgrade (GET /v1/connect → 101), then frames as over TCP.
+            #[cfg(feature = "http")]
+            "http" => Ok(Backend::plain("http://127.0.0.1:0".into())),
+            #[cfg(all(feature = "http", feature = "tls"))]
+            "https" => self.encrypted("https://127.0.0.1:0".into()),
             other => {
                 let _ = name;
                 check_transport(other)?;
