@@ -21,7 +21,7 @@
 //! The reader merges every lane into one frame stream, taking frames from
 //! the main stream and the lanes in turn, and reports the end of stream
 //! only once the main stream has ended and every lane the trailer counts has
-//! been read to its end (waiting at most [`LINGER`](crate::LINGER) for
+//! been read to its end (waiting at most [`LINGER`] for
 //! stragglers): a frame sent before closing is never lost behind the close.
 //!
 //! # Bounds
