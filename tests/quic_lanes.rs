@@ -91,7 +91,11 @@ async fn frames_of_a_lane_keep_their_order_and_every_lane_arrives_before_the_end
         // and frames on the main channel between them; then close.
         const LANES: u128 = 300;
         let frame = |l: u128, i: u32| {
-            let size = if l % 50 == 0 && i == 0 { 300_000 } else { 8 };
+            let size = if l.is_multiple_of(50) && i == 0 {
+                300_000
+            } else {
+                8
+            };
             let mut v = vec![0u8; size];
             v[..4].copy_from_slice(&(l as u32).to_be_bytes());
             v[4..8].copy_from_slice(&i.to_be_bytes());

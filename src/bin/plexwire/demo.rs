@@ -175,7 +175,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, String> {
             let i = next;
             in_flight.push(async move {
                 let t = Instant::now();
-                let r = if i % 2 == 0 {
+                let r = if i.is_multiple_of(2) {
                     c.run::<_, Value>("echo", &json!({"i": i, "text": "hello from the demo"}))
                         .await
                 } else {
@@ -189,7 +189,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, String> {
             tally.add(&r);
             latencies.push(lat);
             done += 1;
-            if done % step == 0 {
+            if done.is_multiple_of(step) {
                 println!("      {done:>7}/{} done", args.runs);
             }
         }
