@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use plexwire::broker::{Broker, BrokerConfig, STATS_PIPELINE};
+use plexwire::broker::{Broker, BrokerConfig, ListenerOptions, Side, STATS_PIPELINE};
 use plexwire::client::{Client, ClientConfig, RunOptions};
 use plexwire::codec::CodecKind;
 use plexwire::protocol::Payload;
@@ -51,6 +51,10 @@ enum Command {
         /// Seconds running runs get to finish on Ctrl-C.
         #[arg(long, default_value_t = 30.0)]
         grace: f64,
+        /// Connections each listener holds at once; more wait in the
+        /// kernel's backlog until one closes.
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+        max_connections: u32,
     },
     /// Run a worker serving the built-in pipelines (echo, add, sleep, fail, count).
     Worker {
@@ -174,7 +178,8 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             workers,
             queue,
             grace,
-        } => broker(clients, workers, queue, grace).await,
+            max_connections,
+        } => broker(clients, workers, queue, grace, max_connections as usize).await,
         Command::Worker {
             broker,
             once,
@@ -212,24 +217,27 @@ async fn broker(
     workers: Vec<String>,
     queue: usize,
     grace: f64,
+    max_connections: usize,
 ) -> Result<ExitCode, String> {
     let broker = Broker::new(BrokerConfig {
         queue_limit: queue,
         ..BrokerConfig::default()
     });
-    for url in &clients {
-        let ep = broker
-            .listen_clients(url)
-            .await
-            .map_err(|e| e.to_string())?;
-        println!("clients: {ep}");
-    }
-    for url in &workers {
-        let ep = broker
-            .listen_workers(url)
-            .await
-            .map_err(|e| e.to_string())?;
-        println!("workers: {ep}");
+    let options = ListenerOptions {
+        max_connections,
+        ..ListenerOptions::default()
+    };
+    for (side, urls, label) in [
+        (Side::Client, &clients, "clients"),
+        (Side::Worker, &workers, "workers"),
+    ] {
+        for url in urls {
+            let ep = broker
+                .listen(url, side, options.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("{label}: {ep}");
+        }
     }
     println!("broker running; Ctrl-C drains and stops (a second Ctrl-C exits at once)");
     tokio::signal::ctrl_c()
