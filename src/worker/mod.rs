@@ -491,13 +491,7 @@ impl Worker {
                                 }
                                 Err(mpsc::error::TrySendError::Closed(_)) => {}
                             }
-                            if draining && running.len() == 0 {
-                                break if self.stop.is_cancelled() {
-                                    WorkerExit::Stopped
-                                } else {
-                                    WorkerExit::Shutdown
-                                };
-                            }
+                            // (Not draining here: a RUN while draining was refused above.)
                             continue;
                         }
                     }

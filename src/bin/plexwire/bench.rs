@@ -318,9 +318,9 @@ fn check_codec(c: &str) -> Result<CodecKind, String> {
 /// query options a connecting side adds to the listener's bound address
 /// (`ca=…` for TLS and QUIC; nothing for the others).
 #[derive(Debug, Clone)]
-struct Backend {
-    listen: String,
-    connect_opts: String,
+pub(crate) struct Backend {
+    pub(crate) listen: String,
+    pub(crate) connect_opts: String,
 }
 
 impl Backend {
@@ -335,7 +335,7 @@ impl Backend {
 
     /// The URL to connect to a listener that reported `bound` (its URL,
     /// possibly with the listener's own options such as `cert=`).
-    fn connect_url(&self, bound: &str) -> String {
+    pub(crate) fn connect_url(&self, bound: &str) -> String {
         let address = bound.split('?').next().unwrap_or_default();
         if self.connect_opts.is_empty() {
             address.to_owned()
@@ -355,14 +355,14 @@ struct Pki {
 }
 
 /// Where the benchmark keeps its sockets and certificates, removed at the end.
-struct Scratch {
+pub(crate) struct Scratch {
     dir: PathBuf,
     #[cfg(any(feature = "tls", feature = "quic"))]
     pki: Option<Pki>,
 }
 
 impl Scratch {
-    fn new() -> Result<Scratch, String> {
+    pub(crate) fn new() -> Result<Scratch, String> {
         let dir = std::env::temp_dir().join(format!("plexwire-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
@@ -413,7 +413,7 @@ impl Scratch {
 
     /// A fresh listener of `transport` (one arm per backend; `name` tells
     /// sockets apart), and how to connect to it.
-    fn backend(&mut self, transport: &str, name: &str) -> Result<Backend, String> {
+    pub(crate) fn backend(&mut self, transport: &str, name: &str) -> Result<Backend, String> {
         match transport {
             #[cfg(feature = "tcp")]
             "tcp" => Ok(Backend::plain("tcp://127.0.0.1:0".into())),

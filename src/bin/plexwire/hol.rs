@@ -10,7 +10,7 @@
 //! per-run streams from that of QUIC itself. Broker and worker run as
 //! separate processes (bincode); the client runs here.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,7 +22,9 @@ use plexwire::codec::CodecKind;
 use plexwire::protocol::Payload;
 use plexwire::transport::Endpoint;
 
-use crate::bench::{connect_ready, pct, spawn, spawn_lines, word_after, EchoOnce, Proc};
+use crate::bench::{
+    connect_ready, pct, spawn, spawn_lines, word_after, Backend, EchoOnce, Proc, Scratch,
+};
 
 #[derive(Args, Debug)]
 pub(crate) struct HolArgs {
@@ -51,61 +53,25 @@ struct Row {
     unit: &'static str,
 }
 
-/// The listen URL and what a connecting side appends, for one case.
-struct Case {
-    listen: String,
-    connect_opts: String,
-}
-
-fn case(name: &str, certs: Option<&Path>) -> Result<Case, String> {
-    let plain = |listen: &str| Case {
-        listen: listen.into(),
-        connect_opts: String::new(),
-    };
-    match name {
-        "tcp" => Ok(plain("tcp://127.0.0.1:0")),
-        "quic" | "quic-one" => {
-            let Some(dir) = certs else {
-                return Err(format!(
-                    "`{name}` needs the `quic` cargo feature (build with --features quic)"
-                ));
-            };
-            let streams = if name == "quic" { "run" } else { "one" };
-            let p = |f: &str| dir.join(f).display().to_string();
-            Ok(Case {
-                listen: format!(
-                    "quic://127.0.0.1:0?cert={}&key={}&streams={streams}",
-                    p("server.pem"),
-                    p("server.key")
-                ),
-                connect_opts: format!("ca={}&streams={streams}", p("ca.pem")),
-            })
+/// The listener of one case, and how to connect to it: the benchmark's own
+/// backends, with QUIC's `streams=` option on both sides.
+fn case(scratch: &mut Scratch, name: &str) -> Result<Backend, String> {
+    let (transport, streams) = match name {
+        "tcp" => ("tcp", None),
+        "quic" => ("quic", Some("run")),
+        "quic-one" => ("quic", Some("one")),
+        other => {
+            return Err(format!(
+                "unknown case `{other}`: choose from tcp, quic, quic-one"
+            ))
         }
-        other => Err(format!(
-            "unknown case `{other}`: choose from tcp, quic, quic-one"
-        )),
+    };
+    let mut b = scratch.backend(transport, "hol")?;
+    if let Some(streams) = streams {
+        b.listen = format!("{}&streams={streams}", b.listen);
+        b.connect_opts = format!("{}&streams={streams}", b.connect_opts);
     }
-}
-
-fn connect_url(bound: &str, opts: &str) -> String {
-    let address = bound.split('?').next().unwrap_or_default();
-    if opts.is_empty() {
-        address.to_owned()
-    } else {
-        format!("{address}?{opts}")
-    }
-}
-
-#[cfg(feature = "quic")]
-fn write_certs(dir: &Path) -> Result<Option<PathBuf>, String> {
-    plexwire::transport::quic::dev::write_dev_set(dir, &["127.0.0.1"])
-        .map_err(|e| format!("cannot write test certificates to {}: {e}", dir.display()))?;
-    Ok(Some(dir.to_owned()))
-}
-
-#[cfg(not(feature = "quic"))]
-fn write_certs(_dir: &Path) -> Result<Option<PathBuf>, String> {
-    Ok(None)
+    Ok(b)
 }
 
 async fn small_latencies(client: &Client, n: usize) -> Result<Vec<Duration>, String> {
@@ -125,9 +91,7 @@ pub(crate) async fn run(args: HolArgs) -> Result<ExitCode, String> {
     } else {
         (args.big_mib.max(1), args.small.max(10))
     };
-    let dir = std::env::temp_dir().join(format!("plexwire-hol-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let certs = write_certs(&dir)?;
+    let mut scratch = Scratch::new()?;
     let big = Payload::to_json(&"x".repeat((big_mib << 20) - 2)).expect("a string serializes");
     println!(
         "plexwire bench-hol: {small} sequential 64-byte runs, alone and beside back-to-back {big_mib} MiB runs on the same connection (bincode)"
@@ -144,7 +108,7 @@ pub(crate) async fn run(args: HolArgs) -> Result<ExitCode, String> {
         });
     };
     for name in &args.transports {
-        let c = case(name, certs.as_deref())?;
+        let c = case(&mut scratch, name)?;
         let (_broker, lines): (Proc, _) = spawn_lines(
             &[
                 "broker",
@@ -157,8 +121,8 @@ pub(crate) async fn run(args: HolArgs) -> Result<ExitCode, String> {
             ],
             "broker running",
         )?;
-        let clients = connect_url(&word_after(&lines, "clients:")?, &c.connect_opts);
-        let workers = connect_url(&word_after(&lines, "workers:")?, &c.connect_opts);
+        let clients = c.connect_url(&word_after(&lines, "clients:")?);
+        let workers = c.connect_url(&word_after(&lines, "workers:")?);
         let (_worker, _) = spawn(
             &[
                 "worker",
@@ -217,7 +181,7 @@ pub(crate) async fn run(args: HolArgs) -> Result<ExitCode, String> {
         push(name, "small p99 beside large", pct(&loaded, 0.99), "µs");
         push(name, "large runs done", big_rate * big_mib as f64, "MiB/s");
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(scratch);
     let get = |case: &str, test: &str| {
         rows.iter()
             .find(|r| r.case == case && r.test == test)

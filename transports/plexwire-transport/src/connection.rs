@@ -277,6 +277,17 @@ fn framed_write(writer: BoxWrite, max: usize) -> FramedWrite<BoxWrite, FrameCode
     w
 }
 
+/// A frame over the connection's limit is a typed error, in either direction.
+fn check_size(frame: &Bytes, max: usize) -> Result<(), TransportError> {
+    if frame.len() > max {
+        return Err(TransportError::FrameTooLarge {
+            size: frame.len(),
+            max,
+        });
+    }
+    Ok(())
+}
+
 enum SendInner {
     Framed(FramedWrite<BoxWrite, FrameCodec>),
     Messages(BoxFrameSink),
@@ -324,12 +335,7 @@ impl FrameSender {
     ) -> Result<(), TransportError> {
         match &mut self.inner {
             SendInner::Lanes(sink) => {
-                if frame.len() > self.max {
-                    return Err(TransportError::FrameTooLarge {
-                        size: frame.len(),
-                        max: self.max,
-                    });
-                }
+                check_size(&frame, self.max)?;
                 poll_fn(|cx| sink.poll_ready(cx)).await?;
                 sink.start_send(lane, frame)
             }
@@ -367,12 +373,7 @@ impl Sink<Bytes> for FrameSender {
     }
 
     fn start_send(mut self: Pin<&mut Self>, frame: Bytes) -> Result<(), TransportError> {
-        if frame.len() > self.max {
-            return Err(TransportError::FrameTooLarge {
-                size: frame.len(),
-                max: self.max,
-            });
-        }
+        check_size(&frame, self.max)?;
         match &mut self.inner {
             SendInner::Framed(f) => Pin::new(f).start_send(frame),
             SendInner::Messages(s) => s.as_mut().start_send(frame),
@@ -447,11 +448,8 @@ impl Stream for FrameReceiver {
             }
             RecvInner::Messages(s) => ready!(s.as_mut().poll_next(cx)).map(|r| {
                 r.and_then(|b| {
-                    if b.len() > max {
-                        Err(TransportError::FrameTooLarge { size: b.len(), max })
-                    } else {
-                        Ok(b)
-                    }
+                    check_size(&b, max)?;
+                    Ok(b)
                 })
             }),
         };

@@ -203,26 +203,37 @@ impl LaneSender {
         }
     }
 
-    /// Writes `chunks` to `stream` as far as it takes them without waiting;
-    /// returns what is left.
-    fn write_now(
+    /// Writes `prefix`, then `frame`, as far as `stream` takes them without
+    /// waiting (no allocation when it takes them all, the usual case); the
+    /// rest goes to a task with the stream.
+    fn write_or_hand_off(
         &self,
-        stream: &mut SendStream,
-        chunks: &mut Vec<Bytes>,
-    ) -> Result<(), TransportError> {
-        while let Some(chunk) = chunks.first_mut() {
-            match stream.write(chunk).now_or_never() {
-                None => return Ok(()),
+        mut stream: SendStream,
+        prefix: &[u8],
+        frame: Bytes,
+    ) -> Result<Slot, TransportError> {
+        let total = prefix.len() + frame.len();
+        let mut done = 0;
+        while done < total {
+            let part = match prefix.get(done..) {
+                Some(p) if !p.is_empty() => p,
+                _ => &frame[done - prefix.len()..],
+            };
+            match stream.write(part).now_or_never() {
+                None | Some(Ok(0)) => break,
                 Some(Err(e)) => return Err(self.write_error(e)),
-                Some(Ok(n)) => {
-                    chunk.advance(n);
-                    if chunk.is_empty() {
-                        chunks.remove(0);
-                    }
-                }
+                Some(Ok(n)) => done += n,
             }
         }
-        Ok(())
+        if done == total {
+            return Ok(Slot::Stream(stream));
+        }
+        let rest = if done < prefix.len() {
+            vec![Bytes::copy_from_slice(&prefix[done..]), frame]
+        } else {
+            vec![frame.slice(done - prefix.len()..)]
+        };
+        Ok(Slot::Task(self.spawn(stream, rest)))
     }
 
     /// Hands `stream` and the bytes it could not take yet to a task.
@@ -271,24 +282,17 @@ impl LaneSender {
 
     fn send_on_lane(&mut self, lane: Lane, frame: Bytes) -> Result<(), TransportError> {
         let header = (frame.len() as u32).to_be_bytes();
+        // A new lane's stream starts with its preamble byte.
+        let mut prefix = [LANE, 0, 0, 0, 0];
+        prefix[1..].copy_from_slice(&header);
         let shared = self.shared.clone();
         let mut slots = shared.slots();
         let slot = match slots.remove(&lane.key) {
             Some(slot) => slot,
             None => match self.open()? {
                 None => Slot::Main,
-                Some(mut stream) => {
-                    let mut chunks = vec![
-                        Bytes::from_static(&[LANE]),
-                        Bytes::copy_from_slice(&header),
-                        frame,
-                    ];
-                    self.write_now(&mut stream, &mut chunks)?;
-                    let slot = if chunks.is_empty() {
-                        Slot::Stream(stream)
-                    } else {
-                        Slot::Task(self.spawn(stream, chunks))
-                    };
+                Some(stream) => {
+                    let slot = self.write_or_hand_off(stream, &prefix, frame)?;
                     return self.keep(&mut slots, lane, slot);
                 }
             },
@@ -298,15 +302,7 @@ impl LaneSender {
                 Pin::new(&mut self.main).start_send(frame)?;
                 Slot::Main
             }
-            Slot::Stream(mut stream) => {
-                let mut chunks = vec![Bytes::copy_from_slice(&header), frame];
-                self.write_now(&mut stream, &mut chunks)?;
-                if chunks.is_empty() {
-                    Slot::Stream(stream)
-                } else {
-                    Slot::Task(self.spawn(stream, chunks))
-                }
-            }
+            Slot::Stream(stream) => self.write_or_hand_off(stream, &prefix[1..], frame)?,
             Slot::Task(tx) => {
                 let n = header.len() + frame.len();
                 self.shared.queued.fetch_add(n, Ordering::AcqRel);
