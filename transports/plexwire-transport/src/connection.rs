@@ -3,10 +3,16 @@
 //! A backend hands over a [`Connection`]: either a reliable byte stream (TCP,
 //! UNIX, TLS, an HTTP upgrade, a QUIC stream) or a message-oriented channel
 //! (the in-memory transport, WebSocket) that already delimits frames. The
-//! framing belongs to the connection, not to the backend: [`Connection::into_frames`]
-//! puts the u32 length prefix on a byte stream (and passes messages through,
-//! enforcing the same size limit), while [`Connection::into_io`] gives the raw
-//! halves to a pattern with a framing of its own.
+//! framing belongs to the protocol, not to the backend: a protocol picks a
+//! [`Framing`] value and [`Connection::into_frames_with`] cuts a byte stream
+//! into frames with it (the u32 length prefix of ReasonChip and plexwire, or
+//! cs.packetstream's BSUInt prefix), while on a message channel every message
+//! is one frame whatever the framing, under the same size limit.
+//! [`Connection::into_io`] gives the raw halves to a pattern that wants them.
+//!
+//! A message channel may tell text from binary messages (WebSocket does):
+//! the sender says which its frames are with [`FrameSender::set_message_kind`]
+//! (a JSON protocol sends text); byte streams ignore it.
 //!
 //! Frames are [`Bytes`]. The two halves live in different tasks: the reader
 //! never waits on the writer.
@@ -30,11 +36,12 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
+use bytes::BytesMut;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::codec::{Decoder, Encoder, FramedRead, FramedWrite};
 
-use crate::{FrameCodec, TransportError};
+use crate::{BsuintCodec, FrameCodec, TransportError};
 
 /// The read half of a byte-stream connection.
 pub type BoxRead = Pin<Box<dyn AsyncRead + Send>>;
@@ -44,6 +51,42 @@ pub type BoxWrite = Pin<Box<dyn AsyncWrite + Send>>;
 pub type BoxFrameStream = Pin<Box<dyn Stream<Item = Result<Bytes, TransportError>> + Send>>;
 /// Outgoing frames of a message-oriented connection.
 pub type BoxFrameSink = Pin<Box<dyn Sink<Bytes, Error = TransportError> + Send>>;
+/// Outgoing messages of a message-oriented connection that tells text from binary.
+pub type BoxMessageSink = Pin<Box<dyn Sink<Message, Error = TransportError> + Send>>;
+
+/// How frames are cut out of a byte stream (see the module docs). On a
+/// message channel each message is one frame, whichever framing is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Framing {
+    /// A u32 big-endian length, then the frame: ReasonChip's and plexwire's
+    /// broker protocol ([`FrameCodec`]).
+    #[default]
+    U32Prefix,
+    /// A BSUInt (big-endian base-128) length, then the frame: cs.packetstream
+    /// ([`BsuintCodec`]).
+    Bsuint,
+}
+
+/// What a message on a message channel is, where the channel tells
+/// (WebSocket's text and binary messages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum MessageKind {
+    /// Bytes.
+    #[default]
+    Binary,
+    /// UTF-8 text (a JSON protocol's frames).
+    Text,
+}
+
+/// One message of a message channel: a frame and what kind of message carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The frame.
+    pub data: Bytes,
+    /// Text or binary, as the sender said.
+    pub kind: MessageKind,
+}
 
 /// Who is on the other end.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,8 +166,8 @@ pub enum Io {
     Messages {
         /// Frames from the peer.
         stream: BoxFrameStream,
-        /// Frames to the peer.
-        sink: BoxFrameSink,
+        /// Frames to the peer, each with its kind (text or binary).
+        sink: BoxMessageSink,
     },
     /// A main channel plus independent lanes (see the module docs); framing
     /// and the size limit are the backend's.
@@ -172,10 +215,23 @@ impl Connection {
         }
     }
 
-    /// Wraps a message channel whose messages are frames.
+    /// Wraps a message channel whose messages are frames (and that does not
+    /// tell text from binary; see [`Connection::from_typed_messages`]).
     pub fn from_messages(
         stream: impl Stream<Item = Result<Bytes, TransportError>> + Send + 'static,
         sink: impl Sink<Bytes, Error = TransportError> + Send + 'static,
+        peer: PeerInfo,
+        max_frame_size: usize,
+    ) -> Connection {
+        let sink = sink.with(|m: Message| std::future::ready(Ok::<_, TransportError>(m.data)));
+        Connection::from_typed_messages(stream, sink, peer, max_frame_size)
+    }
+
+    /// Wraps a message channel whose messages are frames and that sends each
+    /// as text or binary, as the sender says ([`FrameSender::set_message_kind`]).
+    pub fn from_typed_messages(
+        stream: impl Stream<Item = Result<Bytes, TransportError>> + Send + 'static,
+        sink: impl Sink<Message, Error = TransportError> + Send + 'static,
         peer: PeerInfo,
         max_frame_size: usize,
     ) -> Connection {
@@ -227,17 +283,28 @@ impl Connection {
     }
 
     /// Splits into a frame sender and a frame receiver, adding the u32
-    /// length-prefix framing to a byte stream.
+    /// length-prefix framing to a byte stream: [`Framing::U32Prefix`].
     pub fn into_frames(self) -> (FrameSender, FrameReceiver) {
+        self.into_frames_with(Framing::U32Prefix)
+    }
+
+    /// Splits into a frame sender and a frame receiver, cutting a byte
+    /// stream into frames with `framing`. Messages of a message channel, and
+    /// lanes, are frames already; `framing` does not change them.
+    pub fn into_frames_with(self, framing: Framing) -> (FrameSender, FrameReceiver) {
         let max = self.max_frame_size;
         match self.io {
             Io::Stream { reader, writer } => (
                 FrameSender {
-                    inner: SendInner::Framed(framed_write(writer, max)),
+                    inner: SendInner::Framed(framed_write(writer, StreamCodec::new(framing, max))),
                     max,
+                    kind: MessageKind::Binary,
                 },
                 FrameReceiver {
-                    inner: RecvInner::Framed(FramedRead::new(reader, FrameCodec::new(max))),
+                    inner: RecvInner::Framed(FramedRead::new(
+                        reader,
+                        StreamCodec::new(framing, max),
+                    )),
                     max,
                     done: false,
                 },
@@ -246,6 +313,7 @@ impl Connection {
                 FrameSender {
                     inner: SendInner::Messages(sink),
                     max,
+                    kind: MessageKind::Binary,
                 },
                 FrameReceiver {
                     inner: RecvInner::Messages(stream),
@@ -257,6 +325,7 @@ impl Connection {
                 FrameSender {
                     inner: SendInner::Lanes(sink),
                     max,
+                    kind: MessageKind::Binary,
                 },
                 FrameReceiver {
                     inner: RecvInner::Messages(stream),
@@ -271,10 +340,57 @@ impl Connection {
 /// A framed writer whose buffer starts empty: an idle connection holds no
 /// write buffer, and a busy one grows it to its working size on first use
 /// (and keeps it), where tokio-util would reserve 8 KiB up front.
-fn framed_write(writer: BoxWrite, max: usize) -> FramedWrite<BoxWrite, FrameCodec> {
-    let mut w = FramedWrite::new(writer, FrameCodec::new(max));
-    *w.write_buffer_mut() = bytes::BytesMut::new();
+fn framed_write(writer: BoxWrite, codec: StreamCodec) -> FramedWrite<BoxWrite, StreamCodec> {
+    let mut w = FramedWrite::new(writer, codec);
+    *w.write_buffer_mut() = BytesMut::new();
     w
+}
+
+/// A [`Framing`]'s codec: an enum rather than a trait object, so the hot
+/// path is a match, not an indirect call.
+#[derive(Debug)]
+enum StreamCodec {
+    U32(FrameCodec),
+    Bsuint(BsuintCodec),
+}
+
+impl StreamCodec {
+    fn new(framing: Framing, max: usize) -> StreamCodec {
+        match framing {
+            Framing::U32Prefix => StreamCodec::U32(FrameCodec::new(max)),
+            Framing::Bsuint => StreamCodec::Bsuint(BsuintCodec::new(max)),
+        }
+    }
+}
+
+impl Decoder for StreamCodec {
+    type Item = BytesMut;
+    type Error = TransportError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, TransportError> {
+        match self {
+            StreamCodec::U32(c) => c.decode(src),
+            StreamCodec::Bsuint(c) => c.decode(src),
+        }
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, TransportError> {
+        match self {
+            StreamCodec::U32(c) => c.decode_eof(src),
+            StreamCodec::Bsuint(c) => c.decode_eof(src),
+        }
+    }
+}
+
+impl Encoder<Bytes> for StreamCodec {
+    type Error = TransportError;
+
+    fn encode(&mut self, frame: Bytes, dst: &mut BytesMut) -> Result<(), TransportError> {
+        match self {
+            StreamCodec::U32(c) => c.encode(frame, dst),
+            StreamCodec::Bsuint(c) => c.encode(frame, dst),
+        }
+    }
 }
 
 /// A frame over the connection's limit is a typed error, in either direction.
@@ -289,8 +405,8 @@ fn check_size(frame: &Bytes, max: usize) -> Result<(), TransportError> {
 }
 
 enum SendInner {
-    Framed(FramedWrite<BoxWrite, FrameCodec>),
-    Messages(BoxFrameSink),
+    Framed(FramedWrite<BoxWrite, StreamCodec>),
+    Messages(BoxMessageSink),
     Lanes(Box<dyn LaneSink>),
 }
 
@@ -301,6 +417,8 @@ enum SendInner {
 pub struct FrameSender {
     inner: SendInner,
     max: usize,
+    /// What a message channel's messages are; byte streams and lanes ignore it.
+    kind: MessageKind,
 }
 
 impl fmt::Debug for FrameSender {
@@ -323,6 +441,19 @@ impl FrameSender {
     /// The largest frame this sender accepts.
     pub fn max_frame_size(&self) -> usize {
         self.max
+    }
+
+    /// Says what this side's frames are, for a message channel that tells
+    /// text from binary (WebSocket): a JSON protocol sends
+    /// [`MessageKind::Text`]. Byte streams and lanes ignore it.
+    pub fn set_message_kind(&mut self, kind: MessageKind) {
+        self.kind = kind;
+    }
+
+    /// Whether frames go out as messages of a message channel (rather than
+    /// onto a byte stream or lanes).
+    pub fn is_message_channel(&self) -> bool {
+        matches!(self.inner, SendInner::Messages(_))
     }
 
     /// Queues `frame` on `lane` (see the module docs), without flushing. On
@@ -374,9 +505,10 @@ impl Sink<Bytes> for FrameSender {
 
     fn start_send(mut self: Pin<&mut Self>, frame: Bytes) -> Result<(), TransportError> {
         check_size(&frame, self.max)?;
+        let kind = self.kind;
         match &mut self.inner {
             SendInner::Framed(f) => Pin::new(f).start_send(frame),
-            SendInner::Messages(s) => s.as_mut().start_send(frame),
+            SendInner::Messages(s) => s.as_mut().start_send(Message { data: frame, kind }),
             SendInner::Lanes(s) => s.start_send(None, frame),
         }
     }
@@ -405,7 +537,7 @@ impl Sink<Bytes> for FrameSender {
 }
 
 enum RecvInner {
-    Framed(FramedRead<BoxRead, FrameCodec>),
+    Framed(FramedRead<BoxRead, StreamCodec>),
     Messages(BoxFrameStream),
 }
 

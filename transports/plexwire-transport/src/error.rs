@@ -97,6 +97,13 @@ pub enum TransportError {
         expected: usize,
     },
 
+    /// A frame's length prefix is malformed (the peer does not speak this framing).
+    #[error("malformed frame header: {reason} (is the peer speaking another protocol?)")]
+    BadPrefix {
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// The connection is closed; nothing more can be sent.
     #[error("connection closed")]
     Closed,

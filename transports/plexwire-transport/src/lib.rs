@@ -7,8 +7,9 @@
 //!   `unix:///tmp/x.sock`, `mem://name`, …);
 //! - [`Connection`]: what a backend hands over — a byte stream or a message
 //!   channel — and its split into a [`FrameSender`] and a [`FrameReceiver`];
-//! - [`FrameCodec`]: the u32 big-endian length-prefix framing with an explicit
-//!   maximum frame size;
+//! - [`Framing`]s, values a protocol picks: [`FrameCodec`], the u32
+//!   big-endian length prefix (ReasonChip, plexwire), and [`BsuintCodec`],
+//!   cs.packetstream's base-128 prefix, each with an explicit maximum frame size;
 //! - the in-memory backend, [`MemTransport`] and [`MemListener`].
 //!
 //! Backends live in their own crates (`plexwire-tcp`, `plexwire-unix`, …) and
@@ -17,6 +18,7 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+mod bsuint;
 mod connection;
 mod endpoint;
 mod error;
@@ -24,9 +26,10 @@ mod framing;
 mod mem;
 mod traits;
 
+pub use bsuint::{bsuint_len, parse_bsuint, put_bsuint, BsuintCodec, MAX_BSUINT_HEADER};
 pub use connection::{
-    BoxFrameSink, BoxFrameStream, BoxRead, BoxWrite, Connection, FrameReceiver, FrameSender, Io,
-    Lane, LaneEnds, LaneSink, PeerInfo,
+    BoxFrameSink, BoxFrameStream, BoxMessageSink, BoxRead, BoxWrite, Connection, FrameReceiver,
+    FrameSender, Framing, Io, Lane, LaneEnds, LaneSink, Message, MessageKind, PeerInfo,
 };
 pub use endpoint::{Address, Endpoint, Scheme, DEFAULT_MAX_FRAME_SIZE};
 pub use error::TransportError;
