@@ -1,25 +1,19 @@
-//! What the broker, worker and client share about a packet connection: the
-//! opening exchange, and a writer task with a bounded queue that coalesces
-//! writes (it feeds every packet already queued, then flushes once: many
-//! packets per syscall under load, no added latency when idle).
+//! The broker protocol on the shared connection layer ([`crate::link`]):
+//! what the broker, worker and client share about a packet connection — the
+//! opening exchange, how packets become frames ([`PacketWire`]: codec, legacy
+//! forms, TOO_LARGE answers, lanes) and the writer every role starts.
 
 use std::time::Duration;
 
-use futures_util::SinkExt;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use tokio::sync::mpsc;
-
+use bytes::Bytes;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::codec::{detect, encode_hello, AnyCodec, Codec, CodecKind, FirstFrame};
+use crate::codec::{detect, encode_hello, AnyCodec, Codec, CodecError, CodecKind, FirstFrame};
 use crate::error::Error;
+use crate::link::{self, FirstFrameError, Outgoing, Wire, WriterConfig};
 use crate::protocol::{Packet, PacketType, ResultCode, Role, PROTOCOL_VERSION};
-use crate::transport::{Connection, FrameReceiver, FrameSender, Lane, LaneEnds, TransportError};
-
-/// Packets fed before a flush is forced, so one busy queue cannot starve the flush forever.
-const MAX_BATCH: usize = 256;
+use crate::transport::{Connection, FrameReceiver, FrameSender, Lane, LaneEnds, MessageKind};
 
 /// A connection after its opening exchange.
 pub(crate) struct Opened {
@@ -111,96 +105,106 @@ pub(crate) async fn accept(
     timeout: Duration,
     peer: &str,
 ) -> Result<FirstFrame, Error> {
-    let frame = match tokio::time::timeout(timeout, rx.recv_frame()).await {
-        Err(_) => return Err(handshake(peer, format!("sent nothing within {timeout:?}"))),
-        Ok(None) => return Err(Error::Closed(peer.to_owned())),
-        Ok(Some(frame)) => frame?,
+    let frame = match link::first_frame(rx, timeout).await {
+        Ok(frame) => frame,
+        Err(FirstFrameError::Closed) => return Err(Error::Closed(peer.to_owned())),
+        Err(FirstFrameError::Transport(e)) => return Err(e.into()),
+        Err(e) => return Err(handshake(peer, e.to_string())),
     };
     Ok(detect(&frame)?)
 }
 
-/// The sending side of a connection's writer task.
-#[derive(Debug, Clone)]
-pub(crate) struct Outbox {
-    /// Data packets, in order; bounded by the connection's send queue.
-    pub(crate) data: mpsc::Sender<Packet>,
-    /// PING and PONG (only their type: they carry nothing else), written
-    /// ahead of queued data: a peer whose data queue is full (a long event
-    /// stream) still answers liveness probes. A channel of one-byte items
-    /// costs an idle connection almost nothing, where one of packets would
-    /// cost a block of 32.
-    pub(crate) control: mpsc::Sender<PacketType>,
+/// The broker protocol on the shared connection layer: [`Packet`]s encoded
+/// with the connection's codec; a legacy (ReasonChip) peer gets
+/// [`Packet::to_legacy`] forms and none of the native-only packets.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PacketWire {
+    pub(crate) codec: AnyCodec,
+    pub(crate) legacy: bool,
 }
 
-/// Control packets queued at most: liveness needs only a few.
-const CONTROL_QUEUE: usize = 16;
+/// A packet connection's outbox; PING and PONG go on its control lane (only
+/// their type: a channel of one-byte items costs an idle connection almost
+/// nothing, where one of packets would cost a block of 32).
+pub(crate) type Outbox = link::Outbox<PacketWire>;
 
-/// Starts the writer task of a connection: packets sent to the returned
-/// outbox are encoded with `codec` and written, control packets first, data
-/// in order. The data queue holds at most `queue` packets. When every data
-/// sender is dropped the writer flushes what is queued and closes the
-/// sending direction.
-///
-/// `legacy` peers get [`Packet::to_legacy`] forms (native-only packets are dropped).
-/// Cancelling `kill` stops the writer at once, queued packets unsent (for a
-/// peer that stopped reading, or a session that is being torn down).
-/// `queued_bytes`, if given, is decreased by each data packet's
-/// [`Packet::size_hint`] as it is written (whoever queues counts it in).
+impl Wire for PacketWire {
+    type Message = Packet;
+    type Control = PacketType;
+    type DecodeError = CodecError;
+
+    fn size_hint(packet: &Packet) -> usize {
+        packet.size_hint()
+    }
+
+    fn encode(&mut self, packet: Packet, max_frame: usize) -> Option<Outgoing> {
+        let packet = if self.legacy {
+            packet.to_legacy()?
+        } else {
+            packet
+        };
+        let frame = match self.codec.encode(&packet) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(error = %e, packet_type = %packet.packet_type, "cannot encode packet; dropped");
+                return None;
+            }
+        };
+        if frame.len() <= max_frame {
+            return Some(Outgoing {
+                frame,
+                lane: lane_of(&packet),
+            });
+        }
+        // Too big for this connection: a RESULT becomes a TOO_LARGE result so
+        // the waiting caller is still answered once; anything else is dropped.
+        tracing::warn!(size = frame.len(), max = max_frame, packet_type = %packet.packet_type, "packet exceeds the frame limit");
+        if packet.packet_type != PacketType::Result {
+            return None;
+        }
+        let mut answer = Packet::error(
+            packet.cookie,
+            ResultCode::TooLarge,
+            format!(
+                "the result ({} bytes encoded) exceeds the connection's {max_frame}-byte frame limit",
+                frame.len(),
+            ),
+        );
+        if self.legacy {
+            answer = answer.to_legacy().unwrap_or(answer);
+        }
+        let frame = self.codec.encode(&answer).ok()?;
+        Some(Outgoing {
+            frame,
+            lane: lane_of(&answer),
+        })
+    }
+
+    fn encode_control(&mut self, control: PacketType) -> Option<Outgoing> {
+        self.encode(Packet::new(control), usize::MAX)
+    }
+
+    fn decode(&self, frame: &Bytes) -> Result<Packet, CodecError> {
+        self.codec.decode(frame)
+    }
+}
+
+/// Starts the writer task of a packet connection on the shared connection
+/// layer ([`link::spawn_writer`]): packets sent to the returned outbox are
+/// encoded with `codec` and written, control packets first, data in order;
+/// `legacy` peers get [`Packet::to_legacy`] forms. A JSON connection's frames
+/// are text messages on a message channel that tells (WebSocket).
 pub(crate) fn spawn_writer(
     mut tx: FrameSender,
     codec: AnyCodec,
-    queue: usize,
     legacy: bool,
+    config: WriterConfig,
     kill: CancellationToken,
-    queued_bytes: Option<Arc<AtomicUsize>>,
 ) -> (Outbox, JoinHandle<()>) {
-    let (data, mut rx) = mpsc::channel::<Packet>(queue.max(1));
-    let (control, mut control_rx) = mpsc::channel::<PacketType>(CONTROL_QUEUE);
-    let sent = move |p: &Packet| {
-        if let Some(q) = &queued_bytes {
-            q.fetch_sub(p.size_hint(), Ordering::Relaxed);
-        }
-    };
-    let task = tokio::spawn(async move {
-        let work = async {
-            loop {
-                let first = tokio::select! {
-                    biased;
-                    Some(c) = control_rx.recv() => Packet::new(c),
-                    d = rx.recv() => match d {
-                        Some(p) => {
-                            sent(&p);
-                            p
-                        }
-                        None => break,
-                    },
-                };
-                feed(&mut tx, &codec, first, legacy).await?;
-                let mut n = 1;
-                while n < MAX_BATCH {
-                    if let Ok(c) = control_rx.try_recv() {
-                        feed(&mut tx, &codec, Packet::new(c), legacy).await?;
-                    } else if let Ok(p) = rx.try_recv() {
-                        sent(&p);
-                        feed(&mut tx, &codec, p, legacy).await?;
-                    } else {
-                        break;
-                    }
-                    n += 1;
-                }
-                tx.flush().await?;
-            }
-            tx.close().await
-        };
-        let result: Result<(), TransportError> = tokio::select! {
-            _ = kill.cancelled() => Ok(()),
-            r = work => r,
-        };
-        if let Err(e) = result {
-            tracing::debug!(error = %e, "writer stopped");
-        }
-    });
-    (Outbox { data, control }, task)
+    if codec.kind() == CodecKind::Json {
+        tx.set_message_kind(MessageKind::Text);
+    }
+    link::spawn_writer(tx, PacketWire { codec, legacy }, config, kill)
 }
 
 /// The lane a packet travels on, on a transport with lanes (QUIC): one per
@@ -235,51 +239,4 @@ pub(crate) fn end_request_lane(ends: Option<&LaneEnds>, packet: &Packet) {
             ends.end(cookie.as_u128());
         }
     }
-}
-
-async fn feed(
-    tx: &mut FrameSender,
-    codec: &AnyCodec,
-    packet: Packet,
-    legacy: bool,
-) -> Result<(), TransportError> {
-    let packet = if legacy {
-        match packet.to_legacy() {
-            Some(p) => p,
-            None => return Ok(()),
-        }
-    } else {
-        packet
-    };
-    let frame = match codec.encode(&packet) {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::error!(error = %e, packet_type = %packet.packet_type, "cannot encode packet; dropped");
-            return Ok(());
-        }
-    };
-    if frame.len() > tx.max_frame_size() {
-        // Too big for this connection: a RESULT becomes a TOO_LARGE result so
-        // the waiting caller is still answered once; anything else is dropped.
-        tracing::warn!(size = frame.len(), max = tx.max_frame_size(), packet_type = %packet.packet_type, "packet exceeds the frame limit");
-        if packet.packet_type == PacketType::Result {
-            let mut answer = Packet::error(
-                packet.cookie,
-                ResultCode::TooLarge,
-                format!(
-                    "the result ({} bytes encoded) exceeds the connection's {}-byte frame limit",
-                    frame.len(),
-                    tx.max_frame_size()
-                ),
-            );
-            if legacy {
-                answer = answer.to_legacy().unwrap_or(answer);
-            }
-            if let Ok(f) = codec.encode(&answer) {
-                return tx.feed_on(lane_of(&answer), f).await;
-            }
-        }
-        return Ok(());
-    }
-    tx.feed_on(lane_of(&packet), frame).await
 }

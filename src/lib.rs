@@ -36,6 +36,7 @@
 //! | module | what |
 //! |---|---|
 //! | [`transport`] | endpoints, connections, framing; one crate per backend |
+//! | [`link`] | the connection layer every protocol shares: writer, reader, opening frame |
 //! | [`codec`] | packets ⇄ frames: JSON, bincode; per-connection detection |
 //! | [`protocol`] | packet types and result codes, no I/O |
 //! | [`broker`] | the sans-IO [`Switchboard`](broker::Switchboard) and the async [`Broker`](broker::Broker) |
@@ -68,6 +69,7 @@ pub mod client;
 pub mod codec;
 mod conn;
 pub mod error;
+pub mod link;
 pub mod protocol;
 pub mod reconnect;
 pub mod transport;

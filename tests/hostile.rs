@@ -257,3 +257,64 @@ async fn hostile_peers_do_not_disturb_a_good_client() {
         2
     );
 }
+
+/// A frame over the broker's limit is answered TOO_LARGE, naming both sizes,
+/// before the connection closes: a native peer in its own terms, a legacy
+/// (ReasonChip) peer with the nearest code it knows. Never a silent close.
+#[tokio::test]
+async fn an_oversized_frame_is_answered_before_the_close() {
+    let broker = Broker::new(BrokerConfig::default());
+    let clients = broker
+        .listen_clients("tcp://127.0.0.1:0?max_frame_size=1024")
+        .await
+        .unwrap();
+    let url = format!(
+        "{}?max_frame_size=1048576",
+        clients.url().split('?').next().unwrap()
+    );
+    for native in [true, false] {
+        let conn = transport::connect(&url).await.unwrap();
+        let (mut tx, mut rx) = conn.into_frames();
+        if native {
+            let hello = Packet::hello(Role::Client, "json", None);
+            tx.send_frame(encode_hello(&Json, &hello).unwrap())
+                .await
+                .unwrap();
+            let answer = timeout(LIMIT, rx.recv_frame())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                Json.decode(&answer).unwrap().packet_type,
+                plexwire::protocol::PacketType::Hello
+            );
+        }
+        let big = format!(
+            r#"{{"packet_type":"RUN","pipeline":"echo","variables":"{}"}}"#,
+            "x".repeat(2000)
+        );
+        let size = big.len();
+        tx.send_frame(Bytes::from(big)).await.unwrap();
+        let answer = timeout(LIMIT, rx.recv_frame())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let packet = Json.decode(&answer).unwrap();
+        let error = packet.error.unwrap_or_default();
+        if native {
+            assert_eq!(packet.rc, Some(ResultCode::TooLarge), "{error}");
+        } else {
+            assert_eq!(packet.rc, Some(ResultCode::BadPacket), "{error}");
+        }
+        assert!(
+            error.contains(&format!("{size} bytes")) && error.contains("1024-byte limit"),
+            "{error}"
+        );
+        assert!(
+            timeout(LIMIT, rx.recv_frame()).await.unwrap().is_none(),
+            "then the broker closes"
+        );
+    }
+}

@@ -11,18 +11,19 @@
 mod switchboard;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use switchboard::{PeerId, Side, Switchboard, SwitchboardConfig, SwitchboardStats, Transmit};
 
-use crate::codec::Codec;
+use crate::codec::{AnyCodec, Codec, CodecKind};
 use crate::conn;
+use crate::error::Error;
+use crate::link::{ReadError, Reader, TrySendError, WriterConfig};
 use crate::protocol::{Packet, PacketType, Payload, ResultCode, Role};
 use crate::transport::{self, Connection, Endpoint, ServerTransport, TransportError};
 
@@ -153,30 +154,24 @@ struct Core {
 
 #[derive(Debug)]
 struct PeerSlot {
-    out: mpsc::Sender<Packet>,
-    /// PING/PONG, written ahead of queued data.
-    control: mpsc::Sender<PacketType>,
+    /// Bounded in packets and in bytes; PING/PONG on its control lane.
+    out: conn::Outbox,
     kill: CancellationToken,
-    /// Bytes in `out`'s queue (counted in here, out by the writer).
-    queued: Arc<AtomicUsize>,
 }
 
 impl PeerSlot {
-    /// Queues `packet` without waiting, counting its bytes in. Returns
-    /// whether it was refused because the queue is full (in packets or bytes).
-    fn offer(&self, packet: Packet, byte_budget: usize) -> Result<(), bool> {
+    /// Queues `packet` without waiting. Returns whether it was refused
+    /// because the queue is full in bytes (rather than in packets, or closed).
+    fn offer(&self, packet: Packet) -> Result<(), bool> {
         if matches!(packet.packet_type, PacketType::Ping | PacketType::Pong) {
             // Liveness must get through even when data is backed up.
-            let _ = self.control.try_send(packet.packet_type);
+            self.out.try_send_control(packet.packet_type);
             return Ok(());
         }
-        let size = packet.size_hint();
-        let over_budget = self.queued.fetch_add(size, Ordering::Relaxed) + size > byte_budget;
-        if over_budget || self.out.try_send(packet).is_err() {
-            self.queued.fetch_sub(size, Ordering::Relaxed);
-            return Err(over_budget);
-        }
-        Ok(())
+        self.out.try_send(packet).map_err(|e| match e {
+            TrySendError::Full { over_budget, .. } => over_budget,
+            TrySendError::Closed(_) => false,
+        })
     }
 }
 
@@ -184,12 +179,12 @@ impl Core {
     /// Sends everything the switchboard has for its peers, without waiting.
     /// A peer whose queue is full (in packets or in bytes) has stopped
     /// reading: it is disconnected rather than buffered for.
-    fn flush(&mut self, slow: &AtomicU64, byte_budget: usize) {
+    fn flush(&mut self, slow: &AtomicU64) {
         while let Some(t) = self.switchboard.poll_transmit() {
             let Some(slot) = self.peers.get(&t.to) else {
                 continue;
             };
-            if let Err(over_budget) = slot.offer(t.packet, byte_budget) {
+            if let Err(over_budget) = slot.offer(t.packet) {
                 if !slot.kill.is_cancelled() && !slot.out.is_closed() {
                     tracing::warn!(
                         peer = t.to,
@@ -339,7 +334,7 @@ impl Broker {
         {
             let mut core = s.lock();
             core.switchboard.begin_shutdown();
-            core.flush(&s.slow_consumers, s.config.send_queue_bytes);
+            core.flush(&s.slow_consumers);
         }
         let deadline = Instant::now() + grace;
         while s.lock().switchboard.stats().running > 0 && Instant::now() < deadline {
@@ -351,7 +346,7 @@ impl Broker {
                 ResultCode::BrokerWentAway,
                 "the broker shut down before the run finished",
             );
-            core.flush(&s.slow_consumers, s.config.send_queue_bytes);
+            core.flush(&s.slow_consumers);
             // Dropping the send queues lets each writer send what is queued,
             // then close; peers see the close and hang up.
             core.peers.clear();
@@ -474,6 +469,15 @@ impl Shared {
             Err(e) => {
                 self.handshake_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(peer = %who, error = %e, "connection refused");
+                if let Error::Transport(TransportError::FrameTooLarge { size, max }) = e {
+                    // A native peer opens with a small HELLO, so this is a
+                    // legacy (JSON) peer: answer in its terms before closing.
+                    let answer = too_large(size, max).to_legacy();
+                    let json = AnyCodec::new(CodecKind::Json).ok();
+                    if let Some(frame) = answer.zip(json).and_then(|(p, c)| c.encode(&p).ok()) {
+                        let _ = tx.send_frame(frame).await;
+                    }
+                }
                 return;
             }
         };
@@ -504,32 +508,39 @@ impl Shared {
         let peer = self.next_peer.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(peer, %who, ?side, native, codec = %codec.kind(), "connected");
         let kill = self.connections.child_token();
-        let queued = Arc::new(AtomicUsize::new(0));
         let lanes = tx.lane_ends();
-        let (outbox, writer) = conn::spawn_writer(
+        let (out, writer) = conn::spawn_writer(
             tx,
             codec,
-            self.config.send_queue,
             !native,
+            WriterConfig {
+                queue: self.config.send_queue,
+                max_bytes: self.config.send_queue_bytes,
+                ..WriterConfig::default()
+            },
             kill.clone(),
-            Some(queued.clone()),
+        );
+        let mut rx = Reader::new(
+            rx,
+            conn::PacketWire {
+                codec,
+                legacy: !native,
+            },
         );
         {
             let mut core = self.lock();
             core.peers.insert(
                 peer,
                 PeerSlot {
-                    out: outbox.data,
-                    control: outbox.control,
+                    out,
                     kill: kill.clone(),
-                    queued,
                 },
             );
             core.switchboard.handle_connect(peer, side, native);
             if !native {
                 core.switchboard.handle_packet(peer, first.packet);
             }
-            core.flush(&self.slow_consumers, self.config.send_queue_bytes);
+            core.flush(&self.slow_consumers);
         }
         let mut bad = 0u32;
         let mut last_seen = tokio::time::Instant::now();
@@ -548,25 +559,36 @@ impl Shared {
                     }
                     if silent >= self.config.ping_interval {
                         if let Some(slot) = self.lock().peers.get(&peer) {
-                            let _ = slot.offer(Packet::new(PacketType::Ping), self.config.send_queue_bytes);
+                            let _ = slot.offer(Packet::new(PacketType::Ping));
                         }
                     }
                     continue;
                 }
-                f = rx.recv_frame() => f,
+                f = rx.recv() => f,
             };
             last_seen = tokio::time::Instant::now();
-            let frame = match frame {
+            let decoded = match frame {
                 None => break,
-                Some(Err(e)) => {
+                Some(Err(ReadError::Transport(TransportError::FrameTooLarge { size, max }))) => {
+                    // Say why before closing: a silent close is the one
+                    // answer nobody can act on (tarpc#389).
+                    self.bad_frames.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(peer, %who, size, max, "frame over the limit; closing");
+                    if let Some(slot) = self.lock().peers.get(&peer) {
+                        let _ = slot.offer(too_large(size, max));
+                    }
+                    break;
+                }
+                Some(Err(ReadError::Transport(e))) => {
                     if !e.is_disconnect() {
                         tracing::warn!(peer, %who, error = %e, "closing connection");
                     }
                     break;
                 }
-                Some(Ok(frame)) => frame,
+                Some(Err(ReadError::Decode { error, .. })) => Err(error),
+                Some(Ok(packet)) => Ok(packet),
             };
-            match codec.decode(&frame) {
+            match decoded {
                 Ok(packet)
                     if side == Side::Client
                         && packet.packet_type == PacketType::Run
@@ -579,7 +601,7 @@ impl Shared {
                     );
                     let core = self.lock();
                     if let Some(slot) = core.peers.get(&peer) {
-                        let _ = slot.offer(answer, self.config.send_queue_bytes);
+                        let _ = slot.offer(answer);
                     }
                 }
                 Ok(packet) => {
@@ -588,18 +610,19 @@ impl Shared {
                     }
                     let mut core = self.lock();
                     core.switchboard.handle_packet(peer, packet);
-                    core.flush(&self.slow_consumers, self.config.send_queue_bytes);
+                    core.flush(&self.slow_consumers);
                 }
-                Err(e) => {
+                Err(error) => {
                     self.bad_frames.fetch_add(1, Ordering::Relaxed);
                     bad += 1;
-                    tracing::warn!(peer, %who, error = %e, "undecodable frame");
+                    tracing::warn!(peer, %who, %error, "undecodable frame");
                     let core = self.lock();
                     if let Some(slot) = core.peers.get(&peer) {
-                        let _ = slot.offer(
-                            Packet::error(None, ResultCode::BadPacket, e.to_string()),
-                            self.config.send_queue_bytes,
-                        );
+                        let _ = slot.offer(Packet::error(
+                            None,
+                            ResultCode::BadPacket,
+                            error.to_string(),
+                        ));
                     }
                     if bad > self.config.max_bad_frames {
                         tracing::warn!(peer, %who, "too many undecodable frames; closing");
@@ -613,7 +636,7 @@ impl Shared {
             let mut core = self.lock();
             core.peers.remove(&peer);
             core.switchboard.handle_disconnect(peer);
-            core.flush(&self.slow_consumers, self.config.send_queue_bytes);
+            core.flush(&self.slow_consumers);
         }
         tracing::debug!(peer, %who, "disconnected");
         // The writer sends what is queued, unless the peer stopped reading
@@ -625,6 +648,15 @@ impl Shared {
             kill.cancel();
         }
     }
+}
+
+/// The answer to a frame over the limit, sent before the connection closes.
+fn too_large(size: usize, max: usize) -> Packet {
+    Packet::error(
+        None,
+        ResultCode::TooLarge,
+        format!("a frame of {size} bytes exceeds this broker's {max}-byte limit; the connection is closed (send smaller packets, or raise `?max_frame_size=N` on both sides)"),
+    )
 }
 
 /// Compares secrets without an early exit, so timing does not reveal how

@@ -32,6 +32,7 @@ use uuid::Uuid;
 use crate::codec::{AnyCodec, Codec, CodecKind};
 use crate::conn;
 use crate::error::{Error, RunError};
+use crate::link::WriterConfig;
 use crate::protocol::{Packet, PacketType, Payload, ResultCode, Role};
 use crate::reconnect::Backoff;
 use crate::transport::{AnyTransport, ClientTransport, Connection, Endpoint, FrameReceiver};
@@ -110,12 +111,11 @@ struct Slot {
 /// The connection in use.
 struct Session {
     id: u64,
-    out: mpsc::Sender<Packet>,
-    /// PING/PONG, written ahead of queued data.
-    control: mpsc::Sender<PacketType>,
+    /// Data in order; PING/PONG on its control lane, ahead of queued data.
+    out: conn::Outbox,
     peer: String,
-    /// The writer task; it ends (having closed the stream) once `out` and
-    /// `control` are dropped.
+    /// The writer task; it ends (having closed the stream) once every clone
+    /// of `out` is dropped.
     writer: tokio::task::JoinHandle<()>,
 }
 
@@ -144,14 +144,14 @@ impl Inner {
         self.pending().slots.remove(cookie).is_some()
     }
 
-    fn sender(&self) -> Option<mpsc::Sender<Packet>> {
+    fn sender(&self) -> Option<conn::Outbox> {
         self.pending().session.as_ref().map(|s| s.out.clone())
     }
 
     /// Queues a PING or PONG ahead of data.
     fn control(&self, kind: PacketType) {
         if let Some(s) = self.pending().session.as_ref() {
-            let _ = s.control.try_send(kind);
+            s.out.try_send_control(kind);
         }
     }
 
@@ -168,7 +168,7 @@ impl Inner {
 
     /// The current connection, waiting up to the reconnect policy's bound
     /// for one if there is none; `None` if there is none to be had.
-    async fn session(&self) -> Option<(u64, mpsc::Sender<Packet>)> {
+    async fn session(&self) -> Option<(u64, conn::Outbox)> {
         let wait = self
             .config
             .reconnect
@@ -373,20 +373,18 @@ impl Client {
                 stacktrace: Vec::new(),
             });
         }
-        let register = |inner: &Inner,
-                        slot: &mut Option<Slot>,
-                        want: Option<u64>|
-         -> Option<mpsc::Sender<Packet>> {
-            let mut p = inner.pending();
-            let (id, out) = p.session.as_ref().map(|s| (s.id, s.out.clone()))?;
-            if want.is_some_and(|w| w != id) {
-                return None;
-            }
-            let mut s = slot.take()?;
-            s.session = id;
-            p.slots.insert(cookie, s);
-            Some(out)
-        };
+        let register =
+            |inner: &Inner, slot: &mut Option<Slot>, want: Option<u64>| -> Option<conn::Outbox> {
+                let mut p = inner.pending();
+                let (id, out) = p.session.as_ref().map(|s| (s.id, s.out.clone()))?;
+                if want.is_some_and(|w| w != id) {
+                    return None;
+                }
+                let mut s = slot.take()?;
+                s.session = id;
+                p.slots.insert(cookie, s);
+                Some(out)
+            };
         let out = match register(&self.inner, &mut slot, None) {
             Some(out) => out,
             None => {
@@ -460,14 +458,8 @@ impl Client {
             p.session.take()
         };
         self.inner.changed.notify_waiters();
-        if let Some(Session {
-            out,
-            control,
-            writer,
-            ..
-        }) = session
-        {
-            drop((out, control));
+        if let Some(Session { out, writer, .. }) = session {
+            drop(out);
             let _ = tokio::time::timeout(grace, writer).await;
         }
     }
@@ -619,18 +611,19 @@ fn begin_session(inner: &Inner, opened: conn::Opened, id: u64) -> Reading {
     } = opened;
     let lanes = tx.lane_ends();
     // The writer ends when the last sender (held by the session) is dropped.
-    let (outbox, writer) = conn::spawn_writer(
+    let (out, writer) = conn::spawn_writer(
         tx,
         codec,
-        inner.config.send_queue,
         inner.config.legacy,
+        WriterConfig {
+            queue: inner.config.send_queue,
+            ..WriterConfig::default()
+        },
         CancellationToken::new(),
-        None,
     );
     inner.pending().session = Some(Session {
         id,
-        out: outbox.data,
-        control: outbox.control,
+        out,
         peer,
         writer,
     });

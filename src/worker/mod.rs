@@ -35,6 +35,7 @@ use uuid::Uuid;
 use crate::codec::{Codec, CodecKind};
 use crate::conn;
 use crate::error::Error;
+use crate::link::{TrySendError, WriterConfig};
 use crate::protocol::{Packet, PacketType, Payload, ResultCode, Role};
 use crate::reconnect::Backoff;
 use crate::transport::{AnyTransport, ClientTransport, Connection, Endpoint};
@@ -92,7 +93,7 @@ type RawHandler = Arc<
 pub struct RunContext {
     cookie: Uuid,
     pipeline: Arc<str>,
-    out: mpsc::Sender<Packet>,
+    out: conn::Outbox,
     events: bool,
     cancel: CancellationToken,
 }
@@ -359,9 +360,16 @@ impl Worker {
         // future is dropped, as if the worker process had exited.
         let session = CancellationToken::new();
         let _session_guard = session.clone().drop_guard();
-        let (outbox, writer) =
-            conn::spawn_writer(tx, codec, c.send_queue, c.legacy, session.clone(), None);
-        let (out, control) = (outbox.data, outbox.control);
+        let (out, writer) = conn::spawn_writer(
+            tx,
+            codec,
+            c.legacy,
+            WriterConfig {
+                queue: c.send_queue,
+                ..WriterConfig::default()
+            },
+            session.clone(),
+        );
         let pipelines = (c.announce_pipelines && !c.legacy).then(|| self.pipelines());
         let capacity = c.capacity.max(1) as usize;
         out.send(Packet::register(capacity as i64, pipelines))
@@ -388,7 +396,7 @@ impl Worker {
                         break WorkerExit::BrokerGone;
                     }
                     if silent >= c.ping_interval {
-                        let _ = control.try_send(PacketType::Ping);
+                        out.try_send_control(PacketType::Ping);
                     }
                     continue;
                 }
@@ -483,13 +491,15 @@ impl Worker {
                             running.remove(&cookie);
                             match out.try_send(result) {
                                 Ok(()) => {}
-                                Err(mpsc::error::TrySendError::Full(result)) => {
+                                Err(TrySendError::Full {
+                                    message: result, ..
+                                }) => {
                                     let out = out.clone();
                                     tracker.spawn(async move {
                                         let _ = out.send(result).await;
                                     });
                                 }
-                                Err(mpsc::error::TrySendError::Closed(_)) => {}
+                                Err(TrySendError::Closed(_)) => {}
                             }
                             // (Not draining here: a RUN while draining was refused above.)
                             continue;
@@ -533,7 +543,7 @@ impl Worker {
                     }
                 }
                 PacketType::Ping => {
-                    let _ = control.try_send(PacketType::Pong);
+                    out.try_send_control(PacketType::Pong);
                 }
                 PacketType::Hello | PacketType::Pong => {}
                 PacketType::Result if packet.rc.is_some() => {
