@@ -116,6 +116,17 @@ struct Budget {
     queued: AtomicUsize,
     /// Woken when the writer has taken messages out.
     room: Notify,
+    /// Senders waiting on `room`: the writer only wakes them when there are
+    /// some, so the common case costs no lock.
+    waiting: AtomicUsize,
+}
+
+impl Budget {
+    fn wake(&self) {
+        if self.waiting.load(Ordering::Acquire) > 0 {
+            self.room.notify_waiters();
+        }
+    }
 }
 
 /// Why [`Outbox::try_send`] refused a message; the message comes back.
@@ -234,17 +245,23 @@ impl<W: Wire> Outbox<W> {
     /// Cancel safe: if the future is dropped, the message was not queued.
     pub async fn send(&self, message: W::Message) -> Result<(), Closed<W::Message>> {
         let size = W::size_hint(&message);
-        loop {
-            let room = self.budget.room.notified();
-            tokio::pin!(room);
-            room.as_mut().enable();
-            if self.reserve_bytes(size) {
-                break;
+        if !self.reserve_bytes(size) {
+            self.budget.waiting.fetch_add(1, Ordering::AcqRel);
+            let _waiting = scopeguard(|| {
+                self.budget.waiting.fetch_sub(1, Ordering::AcqRel);
+            });
+            loop {
+                let room = self.budget.room.notified();
+                tokio::pin!(room);
+                room.as_mut().enable();
+                if self.reserve_bytes(size) {
+                    break;
+                }
+                if self.data.is_closed() {
+                    return Err(Closed(message));
+                }
+                room.await;
             }
-            if self.data.is_closed() {
-                return Err(Closed(message));
-            }
-            room.await;
         }
         match self.data.reserve().await {
             Ok(permit) => {
@@ -273,6 +290,19 @@ impl<W: Wire> Outbox<W> {
     pub fn queued_bytes(&self) -> usize {
         self.budget.queued.load(Ordering::Relaxed)
     }
+}
+
+/// Runs `f` when dropped (also when a waiting `send` is cancelled).
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f()
+            }
+        }
+    }
+    Guard(Some(f))
 }
 
 /// Starts the writer task of a connection: messages sent to the returned
@@ -323,7 +353,7 @@ pub fn spawn_writer<W: Wire>(
                     feed(&mut tx, next).await?;
                     n += 1;
                 }
-                room.room.notify_waiters();
+                room.wake();
                 tx.flush().await?;
             }
             tx.close().await

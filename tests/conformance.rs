@@ -179,6 +179,141 @@ pub async fn connecting_to_nothing_is_a_clear_error(b: Backend) {
     assert!(e.contains("is a plexwire listener running there?"), "{e}");
 }
 
+/// A protocol of its own, in a few lines: its message is a number and a
+/// text, framed with cs.packetstream's BSUInt prefix on byte streams. It runs
+/// over the same connection layer as the broker protocol (writer, reader,
+/// control lane), on every backend.
+mod stub {
+    use bytes::{BufMut, Bytes, BytesMut};
+    use plexwire::link::{Outgoing, Wire};
+    use plexwire::transport::{parse_bsuint, put_bsuint};
+
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Note {
+        pub n: u64,
+        pub text: String,
+    }
+
+    #[derive(Clone)]
+    pub struct Notes;
+
+    impl Wire for Notes {
+        type Message = Note;
+        type Control = ();
+        type DecodeError = std::io::Error;
+
+        fn size_hint(note: &Note) -> usize {
+            10 + note.text.len()
+        }
+
+        fn encode(&mut self, note: Note, _max: usize) -> Option<Outgoing> {
+            let mut out = BytesMut::new();
+            put_bsuint(&mut out, note.n);
+            out.put_slice(note.text.as_bytes());
+            Some(Outgoing::main(out.freeze()))
+        }
+
+        fn encode_control(&mut self, (): ()) -> Option<Outgoing> {
+            // A note with no text and the largest number: "are you there?".
+            self.encode(
+                Note {
+                    n: u64::MAX,
+                    text: String::new(),
+                },
+                usize::MAX,
+            )
+        }
+
+        fn decode(&self, frame: &Bytes) -> Result<Note, std::io::Error> {
+            let bad =
+                |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+            let (n, used) = parse_bsuint(frame)
+                .map_err(|e| bad(&e.to_string()))?
+                .ok_or_else(|| bad("no number"))?;
+            let text = std::str::from_utf8(&frame[used..]).map_err(|_| bad("text is not UTF-8"))?;
+            Ok(Note {
+                n,
+                text: text.to_owned(),
+            })
+        }
+    }
+}
+
+pub async fn a_protocol_of_its_own_runs_over_the_shared_layer(b: Backend) {
+    use plexwire::link::{spawn_writer, Reader, WriterConfig};
+    use plexwire::transport::Framing;
+    use stub::{Note, Notes};
+    use tokio_util::sync::CancellationToken;
+
+    let mut l = transport::listen(&b.listen).await.unwrap();
+    let (c, s) = pair(&b, &mut l).await;
+    let config = WriterConfig {
+        queue: 8,
+        max_bytes: 1 << 16,
+        control_queue: 4,
+    };
+    // The server answers each note with the next number, and the probe in kind.
+    let server = tokio::spawn(async move {
+        let (tx, rx) = s.into_frames_with(Framing::Bsuint);
+        let (out, writer) = spawn_writer(tx, Notes, config, CancellationToken::new());
+        let mut rx = Reader::new(rx, Notes);
+        while let Some(note) = rx.recv().await {
+            let note = note.expect("a note");
+            if note.n == u64::MAX {
+                assert!(out.try_send_control(()));
+            } else {
+                out.send(Note {
+                    n: note.n + 1,
+                    text: note.text,
+                })
+                .await
+                .unwrap();
+            }
+        }
+        drop(out);
+        writer.await.unwrap();
+    });
+    let (tx, rx) = c.into_frames_with(Framing::Bsuint);
+    let (out, writer) = spawn_writer(tx, Notes, config, CancellationToken::new());
+    let mut rx = Reader::new(rx, Notes);
+    let sent = 300u64;
+    let reading = tokio::spawn(async move {
+        let mut got = Vec::new();
+        while let Some(note) = rx.recv().await {
+            got.push(note.expect("a note"));
+        }
+        got
+    });
+    for n in 0..sent {
+        out.send(Note {
+            n: n * 1000,
+            text: format!("note {n} ✓"),
+        })
+        .await
+        .unwrap();
+    }
+    assert!(out.try_send_control(()));
+    drop(out);
+    writer.await.unwrap();
+    let got = timeout(LIMIT, reading)
+        .await
+        .expect("answers in time")
+        .unwrap();
+    let (probes, notes): (Vec<_>, Vec<_>) = got.into_iter().partition(|n| n.n == u64::MAX);
+    assert_eq!(probes.len(), 1, "the probe came back once");
+    assert_eq!(notes.len() as u64, sent);
+    for (i, note) in notes.iter().enumerate() {
+        assert_eq!(
+            note,
+            &Note {
+                n: i as u64 * 1000 + 1,
+                text: format!("note {i} ✓")
+            }
+        );
+    }
+    timeout(LIMIT, server).await.expect("server done").unwrap();
+}
+
 macro_rules! suite {
     ($(#[$attr:meta])* $backend:ident, $url:expr, $($case:ident),* $(,)?) => {
         $(#[$attr])*
@@ -205,6 +340,7 @@ macro_rules! backends {
                 peer_close_is_end_of_stream,
                 listener_shutdown_refuses_new_connections,
                 connecting_to_nothing_is_a_clear_error,
+                a_protocol_of_its_own_runs_over_the_shared_layer,
             );
         )*
     };
