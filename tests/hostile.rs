@@ -318,3 +318,63 @@ async fn an_oversized_frame_is_answered_before_the_close() {
         );
     }
 }
+
+/// A RUN that only becomes too large when re-encoded for its worker (a
+/// bincode client's 3 MiB of control bytes is ~18 MiB as JSON) is answered
+/// TOO_LARGE up front: the route and the worker's slot are released, and the
+/// worker goes on serving. (It used to be dropped by the worker's writer,
+/// leaving the client unanswered and the slot taken forever.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_too_large_for_its_workers_codec_is_answered_and_leaks_nothing() {
+    use plexwire::client::{ClientConfig, RunOptions};
+    use plexwire::codec::CodecKind;
+    use plexwire::protocol::Payload;
+
+    let broker = Broker::new(BrokerConfig::default());
+    let clients = broker
+        .listen_clients("mem://too-large-clients")
+        .await
+        .unwrap();
+    let workers = broker
+        .listen_workers("mem://too-large-workers")
+        .await
+        .unwrap();
+    let worker = plexwire::builtin::register(Worker::new(WorkerConfig {
+        capacity: 1,
+        codec: CodecKind::Json,
+        ..WorkerConfig::default()
+    }));
+    let url = workers.url().to_owned();
+    tokio::spawn(async move { worker.run(&url).await });
+    assert!(broker.wait_for_capacity(1, LIMIT).await);
+    let client = Client::connect_with(
+        &transport::AnyTransport,
+        &clients,
+        ClientConfig {
+            codec: CodecKind::Bincode,
+            ..ClientConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    for _ in 0..3 {
+        let payload = Payload::from_utf8_bytes(Bytes::from(vec![1u8; 3 << 20])).unwrap();
+        let run = client
+            .start_raw("echo", Some(payload), RunOptions::default())
+            .await
+            .unwrap();
+        let e = timeout(Duration::from_secs(20), run.finish_raw())
+            .await
+            .expect("answered, not left hanging")
+            .unwrap_err();
+        assert_eq!(e.rc(), ResultCode::TooLarge, "{e}");
+        assert!(e.to_string().contains("encoded as json"), "{e}");
+    }
+    let stats = broker.stats().switchboard;
+    assert_eq!((stats.routes, stats.free_capacity), (0, 1), "{stats:?}");
+    let echoed: String = timeout(LIMIT, client.run("echo", "still here"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(echoed, "still here");
+}

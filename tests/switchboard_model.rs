@@ -7,12 +7,17 @@
 //! - every RUN from a client that stayed connected got exactly one final RESULT
 //!   (detached runs none), and no client got a RESULT twice for one cookie;
 //! - legacy peers never received a native packet type or result code;
+//! - no worker was sent a RUN its connection cannot carry: some workers have
+//!   a small frame limit, some speak bincode, and some runs carry control
+//!   bytes that grow sixfold as JSON — such a run is answered TOO_LARGE;
 //! - once the workers have answered everything they hold, free capacity equals
 //!   total capacity, and no route or queue entry is left.
 
 use std::collections::{HashMap, HashSet};
 
-use plexwire::broker::{PeerId, Side, Switchboard, SwitchboardConfig};
+use bytes::Bytes;
+use plexwire::broker::{PeerId, PeerLink, Side, Switchboard, SwitchboardConfig};
+use plexwire::codec::{AnyCodec, Codec, CodecKind};
 use plexwire::protocol::{Packet, PacketType, Payload, ResultCode};
 use proptest::prelude::*;
 use uuid::Uuid;
@@ -28,12 +33,16 @@ enum Op {
         native: bool,
         capacity: i64,
         serves: Option<Vec<usize>>,
+        /// A small frame limit (and, for a native worker, bincode).
+        small: bool,
     },
     Run {
         client: usize,
         pipeline: usize,
         detach: bool,
         reuse_cookie: bool,
+        /// Variables of control bytes: fine raw, too large as JSON for a small worker.
+        big: bool,
     },
     Cancel {
         client: usize,
@@ -62,10 +71,10 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         1 => any::<bool>().prop_map(|native| Op::ConnectClient { native }),
-        1 => (any::<bool>(), 0i64..5, proptest::option::of(proptest::collection::vec(0usize..3, 1..3)))
-            .prop_map(|(native, capacity, serves)| Op::ConnectWorker { native, capacity, serves }),
-        6 => (0usize..8, 0usize..3, proptest::bool::weighted(0.1), proptest::bool::weighted(0.05))
-            .prop_map(|(client, pipeline, detach, reuse_cookie)| Op::Run { client, pipeline, detach, reuse_cookie }),
+        1 => (any::<bool>(), 0i64..5, proptest::option::of(proptest::collection::vec(0usize..3, 1..3)), proptest::bool::weighted(0.3))
+            .prop_map(|(native, capacity, serves, small)| Op::ConnectWorker { native, capacity, serves, small }),
+        6 => (0usize..8, 0usize..3, proptest::bool::weighted(0.1), proptest::bool::weighted(0.05), proptest::bool::weighted(0.15))
+            .prop_map(|(client, pipeline, detach, reuse_cookie, big)| Op::Run { client, pipeline, detach, reuse_cookie, big }),
         2 => (0usize..8, 0usize..16).prop_map(|(client, which)| Op::Cancel { client, which }),
         5 => (0usize..6, 0usize..16, proptest::bool::weighted(0.8)).prop_map(|(worker, which, ok)| Op::WorkerFinishes { worker, which, ok }),
         1 => (0usize..6, 0usize..16).prop_map(|(worker, which)| Op::WorkerEvent { worker, which }),
@@ -91,8 +100,13 @@ struct Model {
     /// Runs sent by each client.
     sent: HashMap<PeerId, HashMap<Uuid, Sent>>,
     native: HashMap<PeerId, bool>,
+    /// Each worker's wire, to check what it is sent.
+    links: HashMap<PeerId, PeerLink>,
     last_cookie: Option<Uuid>,
 }
+
+/// The frame limit of a "small" worker: a big run fits it as bincode, not as JSON.
+const SMALL_FRAME: usize = 1500;
 
 impl Model {
     fn peer(&mut self) -> PeerId {
@@ -112,6 +126,18 @@ impl Model {
                     !t.packet.is_native(),
                     "native packet to legacy peer: {:?}",
                     t.packet
+                );
+            }
+            if let Some(link) = self.links.get(&t.to) {
+                let size = AnyCodec::new(link.codec)
+                    .unwrap()
+                    .encoded_len(&t.packet)
+                    .unwrap();
+                prop_assert!(
+                    size <= link.max_frame,
+                    "a {size}-byte {} sent to a worker whose limit is {}",
+                    t.packet.packet_type,
+                    link.max_frame
                 );
             }
             match t.packet.packet_type {
@@ -174,11 +200,22 @@ impl Model {
                 native,
                 capacity,
                 serves,
+                small,
             } => {
                 let p = self.peer();
                 self.native.insert(p, native);
                 self.workers.push((p, native));
-                s.handle_connect(p, Side::Worker, native);
+                let link = PeerLink {
+                    native,
+                    codec: if small && native {
+                        CodecKind::Bincode
+                    } else {
+                        CodecKind::Json
+                    },
+                    max_frame: if small { SMALL_FRAME } else { 16 << 20 },
+                };
+                self.links.insert(p, link);
+                s.handle_connect_with(p, Side::Worker, link);
                 let pipelines = if native {
                     serves.map(|v| v.into_iter().map(|i| PIPELINES[i].to_owned()).collect())
                 } else {
@@ -191,6 +228,7 @@ impl Model {
                 pipeline,
                 detach,
                 reuse_cookie,
+                big,
             } => {
                 let Some(&(p, _)) = self.clients.get(client % self.clients.len().max(1)) else {
                     return Ok(());
@@ -217,7 +255,12 @@ impl Model {
                         .or_default()
                         .insert(cookie, (detach, 0, None));
                 }
-                s.handle_packet(p, Packet::run(cookie, PIPELINES[pipeline], None, detach));
+                let variables =
+                    big.then(|| Payload::from_utf8_bytes(Bytes::from(vec![1u8; 400])).unwrap());
+                s.handle_packet(
+                    p,
+                    Packet::run(cookie, PIPELINES[pipeline], variables, detach),
+                );
                 if !fresh {
                     // A collision: answered with COOKIE_COLLISION, not counted as this run's result.
                     while let Some(t) = s.poll_transmit() {

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use switchboard::{PeerId, Side, Switchboard, SwitchboardConfig, SwitchboardStats, Transmit};
+pub use switchboard::{
+    PeerId, PeerLink, Side, Switchboard, SwitchboardConfig, SwitchboardStats, Transmit,
+};
 
 use crate::codec::{AnyCodec, Codec, CodecKind};
 use crate::conn;
@@ -509,6 +511,11 @@ impl Shared {
         tracing::debug!(peer, %who, ?side, native, codec = %codec.kind(), "connected");
         let kill = self.connections.child_token();
         let lanes = tx.lane_ends();
+        let link = PeerLink {
+            native,
+            codec: codec.kind(),
+            max_frame: tx.max_frame_size(),
+        };
         let (out, writer) = conn::spawn_writer(
             tx,
             codec,
@@ -536,7 +543,7 @@ impl Shared {
                     kill: kill.clone(),
                 },
             );
-            core.switchboard.handle_connect(peer, side, native);
+            core.switchboard.handle_connect_with(peer, side, link);
             if !native {
                 core.switchboard.handle_packet(peer, first.packet);
             }

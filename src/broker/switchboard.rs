@@ -21,6 +21,12 @@
 //! - A legacy (HELLO-less, ReasonChip 0.0.6) peer never receives a packet
 //!   type, field or result code it does not know: native codes become the
 //!   nearest legacy code with the real outcome in `error`; EVENTs are dropped.
+//! - A RUN is only sent to a worker whose connection can carry it: its size
+//!   *on that worker's codec* (a bincode client's payload of control bytes
+//!   grows sixfold as JSON) is checked against the worker's frame limit
+//!   before dispatch, and a run that cannot fit is answered TOO_LARGE (legacy
+//!   clients: the nearest code) with its route released — never sent and
+//!   dropped.
 //! - CANCEL of a run on a legacy worker is never forwarded (a ReasonChip 0.0.6
 //!   worker exits on CANCEL): the client is answered CANCELLED at once, and
 //!   the worker's slot stays busy until its late RESULT arrives, which is
@@ -30,6 +36,7 @@ use std::collections::VecDeque;
 
 use uuid::Uuid;
 
+use crate::codec::{AnyCodec, Codec, CodecKind};
 use crate::protocol::{Packet, PacketType, ResultCode};
 
 // Cookies are chosen by clients: the maps need a hasher that is fast and
@@ -67,6 +74,53 @@ impl Default for SwitchboardConfig {
             queue_limit: 1024,
             max_capacity: 65_536,
             max_runs_per_client: 100_000,
+        }
+    }
+}
+
+/// What the switchboard knows of a connection's wire: enough to tell, before
+/// routing a packet to it, whether the packet fits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerLink {
+    /// It announced itself with HELLO.
+    pub native: bool,
+    /// The codec its packets are encoded with.
+    pub codec: CodecKind,
+    /// The largest frame its connection carries.
+    pub max_frame: usize,
+}
+
+impl PeerLink {
+    /// A peer with no frame limit to check (tests, and callers that do not say).
+    pub fn unbounded(native: bool) -> PeerLink {
+        PeerLink {
+            native,
+            codec: CodecKind::Json,
+            max_frame: usize::MAX,
+        }
+    }
+
+    /// `Err(size)` if `packet` encoded for this peer exceeds its frame limit.
+    ///
+    /// Cheap for the common case: only a packet whose worst-case size (every
+    /// byte escaped as `\u00XX` in JSON) could exceed the limit is measured.
+    fn check_fits(&self, packet: &Packet) -> Result<(), usize> {
+        let hint = packet.size_hint();
+        let bound = match self.codec {
+            CodecKind::Json => hint.saturating_mul(6),
+            _ => hint,
+        }
+        .saturating_add(1024);
+        if bound <= self.max_frame {
+            return Ok(());
+        }
+        let size = AnyCodec::new(self.codec)
+            .and_then(|c| c.encoded_len(packet))
+            .unwrap_or(bound);
+        if size > self.max_frame {
+            Err(size)
+        } else {
+            Ok(())
         }
     }
 }
@@ -113,6 +167,7 @@ struct Client {
 #[derive(Debug)]
 struct Worker {
     native: bool,
+    link: PeerLink,
     /// Slots; 0 until REGISTER.
     capacity: u32,
     busy: u32,
@@ -210,8 +265,16 @@ impl Switchboard {
     // ---- inputs ----
 
     /// A connection arrived on a client or worker listener. `native` says
-    /// whether it announced itself with HELLO.
+    /// whether it announced itself with HELLO. Its frames are not checked
+    /// against a limit; see [`Switchboard::handle_connect_with`].
     pub fn handle_connect(&mut self, peer: PeerId, side: Side, native: bool) {
+        self.handle_connect_with(peer, side, PeerLink::unbounded(native));
+    }
+
+    /// A connection arrived, with what is known of its wire: a RUN is only
+    /// routed to a worker whose codec and frame limit can carry it.
+    pub fn handle_connect_with(&mut self, peer: PeerId, side: Side, link: PeerLink) {
+        let native = link.native;
         match side {
             Side::Client => {
                 self.clients.insert(
@@ -227,6 +290,7 @@ impl Switchboard {
                     peer,
                     Worker {
                         native,
+                        link,
                         capacity: 0,
                         busy: 0,
                         pipelines: None,
@@ -524,10 +588,30 @@ impl Switchboard {
             .map(|(id, _)| *id)
     }
 
+    /// Sends a routed run to `worker`, or, if the run cannot fit that
+    /// worker's connection, answers it TOO_LARGE and releases its route.
     fn start(&mut self, cookie: Uuid, worker: PeerId, run: Packet) {
         let Some(w) = self.workers.get_mut(&worker) else {
             return;
         };
+        if let Err(size) = w.link.check_fits(&run) {
+            let (max, codec) = (w.link.max_frame, w.link.codec);
+            tracing::warn!(worker, %cookie, size, max, %codec, "RUN too large for its worker's connection; answered TOO_LARGE");
+            if let Some(route) = self.routes.remove(&cookie) {
+                self.detach_from_owner(route.owner, &cookie);
+                if route.answer_owner {
+                    self.finish_to_owner(
+                        route.owner,
+                        Packet::error(
+                            Some(cookie),
+                            ResultCode::TooLarge,
+                            format!("the run is {size} bytes encoded as {codec} for its worker, over that connection's {max}-byte frame limit (send a smaller payload)"),
+                        ),
+                    );
+                }
+            }
+            return;
+        }
         w.busy += 1;
         w.runs.insert(cookie);
         if let Some(r) = self.routes.get_mut(&cookie) {

@@ -37,6 +37,23 @@ impl Codec for Json {
         Ok(Bytes::from(out))
     }
 
+    fn encoded_len(&self, packet: &Packet) -> Result<usize, CodecError> {
+        /// Counts what serde_json writes, keeping none of it.
+        struct Count(usize);
+        impl std::io::Write for Count {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0 += buf.len();
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut count = Count(0);
+        serde_json::to_writer(&mut count, &Out(packet)).map_err(CodecError::Json)?;
+        Ok(count.0)
+    }
+
     fn decode(&self, frame: &Bytes) -> Result<Packet, CodecError> {
         let wire: In = serde_json::from_slice(frame).map_err(CodecError::Json)?;
         wire.into_packet()

@@ -124,6 +124,11 @@ pub trait Codec: Send + Sync + fmt::Debug + 'static {
     fn encode(&self, packet: &Packet) -> Result<Bytes, CodecError>;
     /// One frame → one packet.
     fn decode(&self, frame: &Bytes) -> Result<Packet, CodecError>;
+    /// The size of `packet`'s frame, without keeping it (a codec that can
+    /// count without allocating overrides this).
+    fn encoded_len(&self, packet: &Packet) -> Result<usize, CodecError> {
+        self.encode(packet).map(|f| f.len())
+    }
 }
 
 /// A codec chosen at run time.
@@ -158,6 +163,23 @@ impl Codec for AnyCodec {
             CodecKind::Json => Json.encode(packet),
             #[cfg(feature = "bincode")]
             CodecKind::Bincode => Bincode.encode(packet),
+            #[allow(unreachable_patterns)]
+            other => Err(CodecError::CodecDisabled {
+                codec: other.as_str(),
+            }),
+        }
+    }
+
+    #[cfg_attr(
+        not(all(feature = "json", feature = "bincode")),
+        allow(unused_variables)
+    )]
+    fn encoded_len(&self, packet: &Packet) -> Result<usize, CodecError> {
+        match self.0 {
+            #[cfg(feature = "json")]
+            CodecKind::Json => Json.encoded_len(packet),
+            #[cfg(feature = "bincode")]
+            CodecKind::Bincode => Bincode.encoded_len(packet),
             #[allow(unreachable_patterns)]
             other => Err(CodecError::CodecDisabled {
                 codec: other.as_str(),
