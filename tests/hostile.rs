@@ -261,6 +261,9 @@ async fn hostile_peers_do_not_disturb_a_good_client() {
 /// A frame over the broker's limit is answered TOO_LARGE, naming both sizes,
 /// before the connection closes: a native peer in its own terms, a legacy
 /// (ReasonChip) peer with the nearest code it knows. Never a silent close.
+/// (An oversized *first* frame is closed unanswered: before a first frame
+/// the broker cannot tell a legacy peer from another protocol — an HTTP
+/// request head reads as a 1.2 GB length — and must not answer it in JSON.)
 #[tokio::test]
 async fn an_oversized_frame_is_answered_before_the_close() {
     let broker = Broker::new(BrokerConfig::default());
@@ -288,6 +291,21 @@ async fn an_oversized_frame_is_answered_before_the_close() {
             assert_eq!(
                 Json.decode(&answer).unwrap().packet_type,
                 plexwire::protocol::PacketType::Hello
+            );
+        } else {
+            // A legacy peer's first frame: a RUN no worker can take.
+            let run = r#"{"packet_type":"RUN","cookie":"5b1e7c3e-0c39-4c2a-9f51-0d9f3f6f2b11","pipeline":"echo","variables":"1"}"#;
+            tx.send_frame(Bytes::from_static(run.as_bytes()))
+                .await
+                .unwrap();
+            let answer = timeout(LIMIT, rx.recv_frame())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                Json.decode(&answer).unwrap().rc,
+                Some(ResultCode::NoCapacity)
             );
         }
         let big = format!(

@@ -22,9 +22,8 @@ pub use switchboard::{
     PeerId, PeerLink, Side, Switchboard, SwitchboardConfig, SwitchboardStats, Transmit,
 };
 
-use crate::codec::{AnyCodec, Codec, CodecKind};
+use crate::codec::Codec;
 use crate::conn;
-use crate::error::Error;
 use crate::link::{ReadError, Reader, TrySendError, WriterConfig};
 use crate::protocol::{Packet, PacketType, Payload, ResultCode, Role};
 use crate::transport::{self, Connection, Endpoint, ServerTransport, TransportError};
@@ -471,15 +470,6 @@ impl Shared {
             Err(e) => {
                 self.handshake_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(peer = %who, error = %e, "connection refused");
-                if let Error::Transport(TransportError::FrameTooLarge { size, max }) = e {
-                    // A native peer opens with a small HELLO, so this is a
-                    // legacy (JSON) peer: answer in its terms before closing.
-                    let answer = too_large(size, max).to_legacy();
-                    let json = AnyCodec::new(CodecKind::Json).ok();
-                    if let Some(frame) = answer.zip(json).and_then(|(p, c)| c.encode(&p).ok()) {
-                        let _ = tx.send_frame(frame).await;
-                    }
-                }
                 return;
             }
         };
