@@ -9,6 +9,8 @@
 //!   channel — and its split into a [`FrameSender`] and a [`FrameReceiver`];
 //! - [`FrameCodec`]: the u32 big-endian length-prefix framing with an explicit
 //!   maximum frame size;
+//! - [`Handshakes`]: the bounded-handshake accept loop of every listener
+//!   whose connections need a handshake (TLS, QUIC, HTTPS);
 //! - the in-memory backend, [`MemTransport`] and [`MemListener`].
 //!
 //! Backends live in their own crates (`plexwire-tcp`, `plexwire-unix`, …) and
@@ -17,6 +19,7 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+mod accept;
 mod connection;
 mod endpoint;
 mod error;
@@ -24,6 +27,10 @@ mod framing;
 mod mem;
 mod traits;
 
+pub use accept::{
+    HandshakeLimits, Handshakes, Incoming, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_HANDSHAKES,
+    FAILURE_REPORT_INTERVAL,
+};
 pub use connection::{
     BoxFrameSink, BoxFrameStream, BoxRead, BoxWrite, Connection, FrameReceiver, FrameSender, Io,
     Lane, LaneEnds, LaneSink, PeerInfo,
