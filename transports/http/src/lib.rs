@@ -270,49 +270,15 @@ impl HttpListener {
             max_frame_size: endpoint.max_frame_size(),
             transport: if tls.is_some() { "https" } else { "http" },
         };
-        #[cfg(feature = "tls")]
-        let handshakes = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
-        let server = tokio::spawn(async move {
-            loop {
-                #[cfg(feature = "tls")]
-                let permit = match &tls {
-                    Some(_) => match handshakes.clone().acquire_owned().await {
-                        Ok(p) => Some(p),
-                        Err(_) => return,
-                    },
-                    None => None,
-                };
-                let (stream, peer) = match tcp.accept().await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "HTTP accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let shared = shared.clone();
-                match &tls {
-                    None => {
-                        tokio::spawn(serve_http(stream, peer, shared));
-                    }
-                    #[cfg(feature = "tls")]
-                    Some(acceptor) => {
-                        let acceptor = acceptor.clone();
-                        tokio::spawn(async move {
-                            let tls = handshake(acceptor, stream, peer, shared.max_frame_size);
-                            let tls = tls.await;
-                            drop(permit);
-                            if let Some(io) = tls {
-                                serve_http(io, peer, shared).await;
-                            }
-                        });
-                    }
-                    #[cfg(not(feature = "tls"))]
-                    Some(never) => match *never {},
-                }
+        let server = match tls {
+            None => tokio::spawn(serve_plain(tcp, shared)),
+            #[cfg(feature = "tls")]
+            Some(acceptor) => {
+                tokio::spawn(serve_tls(tcp, acceptor, endpoint.url().to_owned(), shared))
             }
-        });
+            #[cfg(not(feature = "tls"))]
+            Some(never) => match never {},
+        };
         HttpListener {
             endpoint,
             incoming,
@@ -321,15 +287,88 @@ impl HttpListener {
     }
 }
 
-/// The server side of TLS over an accepted TCP stream; failures are logged
-/// (the client, and the check that failed) and end the connection.
+/// Waits a little after a failed `accept` (out of file descriptors, say),
+/// rather than spinning on it.
+async fn accept_failed(e: &io::Error) {
+    tracing::warn!(error = %e, "HTTP accept failed");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+/// The accept loop of `http://`: a task per connection.
+async fn serve_plain(tcp: TcpListener, shared: Shared) {
+    loop {
+        match tcp.accept().await {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(serve_http(stream, peer, shared.clone()));
+            }
+            Err(e) => accept_failed(&e).await,
+        }
+    }
+}
+
+/// The accept loop of `https://`: TLS handshakes bounded in number and time
+/// ([`Handshakes`](plexwire_transport::Handshakes), failures logged there),
+/// then a task per connection.
+#[cfg(feature = "tls")]
+async fn serve_tls(tcp: TcpListener, acceptor: TlsAcceptor, url: String, shared: Shared) {
+    use plexwire_transport::{HandshakeLimits, Handshakes, Incoming};
+    let max = shared.max_frame_size;
+    let sockets = futures_util::stream::unfold(tcp, |tcp| async move {
+        let next = tcp
+            .accept()
+            .await
+            .map_err(TransportError::Io)
+            .map(|(stream, peer)| {
+                let _ = stream.set_nodelay(true);
+                Incoming {
+                    io: (stream, peer),
+                    remote: peer.to_string(),
+                }
+            });
+        Some((next, tcp))
+    });
+    let mut handshakes = Handshakes::new(
+        "TLS handshake",
+        url,
+        HandshakeLimits {
+            max_in_flight: MAX_HANDSHAKES,
+            ..HandshakeLimits::default()
+        },
+        sockets,
+        move |incoming: Incoming<(TcpStream, SocketAddr)>| {
+            let acceptor = acceptor.clone();
+            async move {
+                let (stream, peer) = incoming.io;
+                Ok((handshake(&acceptor, stream, peer, max).await?, peer))
+            }
+        },
+    );
+    loop {
+        match handshakes.accept().await {
+            Ok((io, peer)) => {
+                tokio::spawn(serve_http(io, peer, shared.clone()));
+            }
+            Err(TransportError::Io(e)) => accept_failed(&e).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "HTTPS accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// The server side of TLS over an accepted TCP stream.
 #[cfg(feature = "tls")]
 async fn handshake(
-    acceptor: TlsAcceptor,
+    acceptor: &TlsAcceptor,
     stream: TcpStream,
     peer: SocketAddr,
     max: usize,
-) -> Option<tokio::io::Join<plexwire_transport::BoxRead, plexwire_transport::BoxWrite>> {
+) -> Result<
+    tokio::io::Join<plexwire_transport::BoxRead, plexwire_transport::BoxWrite>,
+    TransportError,
+> {
     let (r, w) = stream.into_split();
     let plain = Connection::from_stream(
         r,
@@ -340,16 +379,10 @@ async fn handshake(
         },
         max,
     );
-    match acceptor.accept(plain).await {
-        Ok(conn) => match conn.into_io().0 {
-            plexwire_transport::Io::Stream { reader, writer } => {
-                Some(tokio::io::join(reader, writer))
-            }
-            plexwire_transport::Io::Messages { .. } | plexwire_transport::Io::Lanes { .. } => None,
-        },
-        Err(e) => {
-            tracing::warn!(error = %e, "TLS handshake refused");
-            None
+    match acceptor.accept(plain).await?.into_io().0 {
+        plexwire_transport::Io::Stream { reader, writer } => Ok(tokio::io::join(reader, writer)),
+        plexwire_transport::Io::Messages { .. } | plexwire_transport::Io::Lanes { .. } => {
+            Err(TransportError::Closed)
         }
     }
 }

@@ -77,6 +77,20 @@ pub enum TransportError {
         reason: String,
     },
 
+    /// A listener gave up on an incoming connection whose handshake (TLS,
+    /// QUIC, …) did not finish in time ([`Handshakes`](crate::Handshakes)).
+    #[error("{what} from `{remote}` on `{url}` did not finish within {after:?}; is the client speaking this protocol (or stalled)?")]
+    HandshakeTimeout {
+        /// What was handshaken: "TLS handshake".
+        what: &'static str,
+        /// The listener's URL.
+        url: String,
+        /// The client's address.
+        remote: String,
+        /// The time allowed.
+        after: std::time::Duration,
+    },
+
     /// A frame longer than the connection's limit was announced or offered.
     ///
     /// On receive, the announced size is never allocated: the connection ends.

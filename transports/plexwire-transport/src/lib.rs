@@ -10,6 +10,8 @@
 //! - [`Framing`]s, values a protocol picks: [`FrameCodec`], the u32
 //!   big-endian length prefix (ReasonChip, plexwire), and [`BsuintCodec`],
 //!   cs.packetstream's base-128 prefix, each with an explicit maximum frame size;
+//! - [`Handshakes`]: the bounded-handshake accept loop of every listener
+//!   whose connections need a handshake (TLS, QUIC, HTTPS);
 //! - the in-memory backend, [`MemTransport`] and [`MemListener`].
 //!
 //! Backends live in their own crates (`plexwire-tcp`, `plexwire-unix`, …) and
@@ -18,6 +20,7 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+mod accept;
 mod bsuint;
 mod connection;
 mod endpoint;
@@ -26,6 +29,10 @@ mod framing;
 mod mem;
 mod traits;
 
+pub use accept::{
+    HandshakeLimits, Handshakes, Incoming, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_HANDSHAKES,
+    FAILURE_REPORT_INTERVAL,
+};
 pub use bsuint::{bsuint_len, parse_bsuint, put_bsuint, BsuintCodec, MAX_BSUINT_HEADER};
 pub use connection::{
     BoxFrameSink, BoxFrameStream, BoxMessageSink, BoxRead, BoxWrite, Connection, FrameReceiver,

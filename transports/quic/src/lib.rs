@@ -63,13 +63,12 @@ use plexwire_tls::{
     TlsVersions, VerifyLog,
 };
 use plexwire_transport::{
-    Address, ClientTransport, Connection, Endpoint, PeerInfo, Scheme, ServerTransport,
-    TransportError,
+    Address, ClientTransport, Connection, Endpoint, HandshakeLimits, Handshakes, Incoming,
+    PeerInfo, Scheme, ServerTransport, TransportError,
 };
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{ConnectionError, VarInt};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::task::JoinSet;
 
 pub mod lanes;
 
@@ -418,22 +417,24 @@ impl ClientTransport for QuicTransport {
 
 /// A bound `quic://` listener: one quinn endpoint (UDP socket).
 ///
-/// Handshakes run in their own tasks; [`ServerTransport::accept`] returns the
+/// Handshakes run in their own tasks ([`Handshakes`]: at most 256 at once,
+/// each within [`ACCEPT_TIMEOUT`]); [`ServerTransport::accept`] returns the
 /// connections that completed (handshake, stream, preamble) and logs the
-/// ones that failed; [`QuicListener::next_handshake`] returns failures too.
-/// Dropping the listener refuses new connections at once; connections
-/// already accepted live on.
+/// ones that failed (aggregated under churn; refused certificates at WARN,
+/// clients that went away at DEBUG); [`QuicListener::next_handshake`]
+/// returns failures too. Dropping the listener refuses new connections at
+/// once; connections already accepted live on.
 pub struct QuicListener {
     quic: quinn::Endpoint,
     endpoint: Endpoint,
-    handshakes: JoinSet<Result<Connection, TransportError>>,
+    handshakes: Handshakes<Connection>,
 }
 
 impl fmt::Debug for QuicListener {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("QuicListener")
             .field("endpoint", &self.endpoint.url())
-            .field("handshakes", &self.handshakes.len())
+            .field("handshakes", &self.handshakes)
             .finish()
     }
 }
@@ -473,39 +474,50 @@ impl QuicListener {
             port: local.port(),
             path: "/".into(),
         });
+        let incoming = futures_util::stream::unfold(quic.clone(), |quic| async move {
+            let incoming = quic.accept().await?;
+            let remote = incoming.remote_address().to_string();
+            Some((
+                Ok(Incoming {
+                    io: incoming,
+                    remote,
+                }),
+                quic,
+            ))
+        });
+        let url = endpoint.url().to_owned();
+        let max = endpoint.max_frame_size();
+        let lanes = uses_lanes(&endpoint);
+        let handshakes = Handshakes::new(
+            "QUIC handshake",
+            url.clone(),
+            HandshakeLimits {
+                max_in_flight: MAX_HANDSHAKES,
+                timeout: ACCEPT_TIMEOUT,
+            },
+            incoming,
+            move |incoming: Incoming<quinn::Incoming>| {
+                handshake(incoming.io, url.clone(), max, lanes)
+            },
+        )
+        // A client that gave up (another address of its host won the race,
+        // or it was stopped) is no news; a refused certificate is.
+        .quiet_when(|e| !matches!(e, TransportError::Tls { .. }));
         Ok(QuicListener {
             quic,
             endpoint,
-            handshakes: JoinSet::new(),
+            handshakes,
         })
     }
 
     /// The next finished handshake, failed ones included (a failure is a
-    /// [`TransportError::Tls`] or [`TransportError::Connect`] naming the client).
+    /// [`TransportError::Tls`] or [`TransportError::Connect`] naming the
+    /// client, or [`TransportError::HandshakeTimeout`]).
     ///
     /// Cancel safe: handshakes run in their own tasks and finished ones wait
     /// in the listener.
     pub async fn next_handshake(&mut self) -> Result<Connection, TransportError> {
-        loop {
-            tokio::select! {
-                Some(done) = self.handshakes.join_next(), if !self.handshakes.is_empty() => {
-                    match done {
-                        Ok(result) => return result,
-                        Err(e) if e.is_panic() => {
-                            tracing::error!(endpoint = %self.endpoint, "a QUIC handshake task panicked");
-                        }
-                        Err(_) => {}
-                    }
-                }
-                incoming = self.quic.accept(), if self.handshakes.len() < MAX_HANDSHAKES => {
-                    let incoming = incoming.ok_or(TransportError::Closed)?;
-                    let url = self.endpoint.url().to_owned();
-                    let max = self.endpoint.max_frame_size();
-                    let lanes = uses_lanes(&self.endpoint);
-                    self.handshakes.spawn(handshake(incoming, url, max, lanes));
-                }
-            }
-        }
+        self.handshakes.next_handshake().await
     }
 }
 
@@ -569,13 +581,8 @@ async fn handshake(
             max_frame_size,
         ))
     };
-    match tokio::time::timeout(ACCEPT_TIMEOUT, work).await {
-        Ok(result) => result,
-        Err(_) => Err(io_fail(io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("no handshake and stream within {ACCEPT_TIMEOUT:?}"),
-        ))),
-    }
+    // The time it may take is bounded by the listener's `Handshakes`.
+    work.await
 }
 
 impl Drop for QuicListener {
@@ -588,19 +595,9 @@ impl Drop for QuicListener {
 
 #[async_trait]
 impl ServerTransport for QuicListener {
+    /// Cancel safe (see [`Handshakes::accept`]).
     async fn accept(&mut self) -> Result<Connection, TransportError> {
-        loop {
-            match self.next_handshake().await {
-                Ok(conn) => return Ok(conn),
-                Err(e @ TransportError::Tls { .. }) => {
-                    tracing::warn!(error = %e, "QUIC handshake refused");
-                }
-                Err(e @ TransportError::Connect { .. }) => {
-                    tracing::debug!(error = %e, "QUIC connection attempt failed");
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        self.handshakes.accept().await
     }
 
     fn local_endpoint(&self) -> &Endpoint {

@@ -57,9 +57,9 @@ use std::fmt;
 
 use async_trait::async_trait;
 use plexwire_transport::{
-    Address, ClientTransport, Connection, Endpoint, Scheme, ServerTransport, TransportError,
+    Address, ClientTransport, Connection, Endpoint, HandshakeLimits, Handshakes, Incoming, Scheme,
+    ServerTransport, TransportError,
 };
-use tokio::task::JoinSet;
 
 pub use config::{ClientAuth, Pem, TlsClientConfig, TlsServerConfig, TlsVersions, VerifyLog};
 pub use explain::{explain, explain_alert, explain_sent_alert, Side};
@@ -135,24 +135,23 @@ impl ClientTransport for TlsTransport {
 
 /// A bound `tls://` or `tls+unix://` listener.
 ///
-/// Handshakes run in their own tasks, so a slow or silent client never holds
-/// up the next one; [`ServerTransport::accept`] returns connections whose
-/// handshake succeeded and logs the ones that failed (a warning naming the
-/// client and the failed check). [`TlsListener::next_handshake`] returns
-/// the failures too. Dropping the listener stops listening at once and
-/// abandons handshakes in progress.
+/// Handshakes run in their own tasks ([`Handshakes`]: at most 256 at once,
+/// each within [`HANDSHAKE_TIMEOUT`]), so a slow or silent client never
+/// holds up the next one; [`ServerTransport::accept`] returns connections
+/// whose handshake succeeded and logs the ones that failed (naming the
+/// client and the failed check; aggregated under churn).
+/// [`TlsListener::next_handshake`] returns the failures too. Dropping the
+/// listener stops listening at once and abandons handshakes in progress.
 pub struct TlsListener {
-    inner: Box<dyn ServerTransport>,
-    acceptor: TlsAcceptor,
     endpoint: Endpoint,
-    handshakes: JoinSet<Result<Connection, TransportError>>,
+    handshakes: Handshakes<Connection>,
 }
 
 impl fmt::Debug for TlsListener {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TlsListener")
             .field("endpoint", &self.endpoint.url())
-            .field("handshakes", &self.handshakes.len())
+            .field("handshakes", &self.handshakes)
             .finish()
     }
 }
@@ -196,54 +195,49 @@ impl TlsListener {
             .with_address(inner.local_endpoint().address().clone());
         // Handshake errors name the address really bound.
         acceptor.set_endpoint(endpoint.clone());
+        let plain = futures_util::stream::unfold(inner, |mut inner| async move {
+            let next = inner.accept().await.map(|conn| Incoming {
+                remote: conn.peer().remote.clone(),
+                io: conn,
+            });
+            Some((next, inner))
+        });
+        let handshakes = Handshakes::new(
+            "TLS handshake",
+            endpoint.url(),
+            HandshakeLimits {
+                max_in_flight: MAX_HANDSHAKES,
+                timeout: HANDSHAKE_TIMEOUT,
+            },
+            plain,
+            move |plain: Incoming<Connection>| {
+                let acceptor = acceptor.clone();
+                async move { acceptor.accept(plain.io).await }
+            },
+        );
         TlsListener {
-            inner,
-            acceptor,
             endpoint,
-            handshakes: JoinSet::new(),
+            handshakes,
         }
     }
 
     /// The next finished handshake, failed ones included: a failure is a
-    /// [`TransportError::Tls`] naming the client and the check. Errors of the
-    /// plain listener are returned as they are.
+    /// [`TransportError::Tls`] naming the client and the check (or
+    /// [`TransportError::HandshakeTimeout`]). Errors of the plain listener
+    /// are returned as they are.
     ///
     /// Cancel safe: handshakes run in their own tasks and finished ones
     /// wait in the listener.
     pub async fn next_handshake(&mut self) -> Result<Connection, TransportError> {
-        loop {
-            tokio::select! {
-                Some(done) = self.handshakes.join_next(), if !self.handshakes.is_empty() => {
-                    match done {
-                        Ok(result) => return result,
-                        Err(e) if e.is_panic() => {
-                            tracing::error!(endpoint = %self.endpoint, "a TLS handshake task panicked");
-                        }
-                        Err(_) => {}
-                    }
-                }
-                plain = self.inner.accept(), if self.handshakes.len() < MAX_HANDSHAKES => {
-                    let plain = plain?;
-                    let acceptor = self.acceptor.clone();
-                    self.handshakes.spawn(async move { acceptor.accept(plain).await });
-                }
-            }
-        }
+        self.handshakes.next_handshake().await
     }
 }
 
 #[async_trait]
 impl ServerTransport for TlsListener {
+    /// Cancel safe (see [`Handshakes::accept`]).
     async fn accept(&mut self) -> Result<Connection, TransportError> {
-        loop {
-            match self.next_handshake().await {
-                Ok(conn) => return Ok(conn),
-                Err(e @ TransportError::Tls { .. }) => {
-                    tracing::warn!(error = %e, "TLS handshake refused");
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        self.handshakes.accept().await
     }
 
     fn local_endpoint(&self) -> &Endpoint {
