@@ -13,7 +13,9 @@ use crate::codec::{detect, encode_hello, AnyCodec, Codec, CodecError, CodecKind,
 use crate::error::Error;
 use crate::link::{self, FirstFrameError, Outgoing, Wire, WriterConfig};
 use crate::protocol::{Packet, PacketType, ResultCode, Role, PROTOCOL_VERSION};
-use crate::transport::{Connection, FrameReceiver, FrameSender, Lane, LaneEnds, MessageKind};
+use crate::transport::{
+    Connection, FrameReceiver, FrameSender, Lane, LaneEnds, MessageKind, TransportError,
+};
 
 /// A connection after its opening exchange.
 pub(crate) struct Opened {
@@ -25,6 +27,12 @@ pub(crate) struct Opened {
 
 /// Client/worker side: opens the connection. Native: sends HELLO and waits for
 /// the broker's HELLO. Legacy (ReasonChip-compatible): JSON, no HELLO.
+///
+/// A broker that refuses us answers a RESULT whose code ends up in
+/// [`Error::Handshake`]'s `rc`; one that closes the connection right after
+/// our HELLO without answering (end of stream or reset: a ReasonChip broker)
+/// gives [`Error::ClosedAfterHello`], on which the caller may reconnect in
+/// legacy mode (`crate::reconnect::open_any`).
 pub(crate) async fn open(
     conn: Connection,
     role: Role,
@@ -37,10 +45,10 @@ pub(crate) async fn open(
     let (mut tx, mut rx) = conn.into_frames();
     if legacy {
         if codec != CodecKind::Json {
-            return Err(Error::Handshake {
-                peer,
-                reason: "legacy (ReasonChip) mode speaks JSON only; choose the json codec".into(),
-            });
+            return Err(handshake(
+                &peer,
+                "legacy (ReasonChip) mode speaks JSON only; choose the json codec".into(),
+            ));
         }
         return Ok(Opened {
             tx,
@@ -56,12 +64,16 @@ pub(crate) async fn open(
     )?)
     .await?;
     let answer = match tokio::time::timeout(timeout, rx.recv_frame()).await {
-        Err(_) => return Err(handshake(&peer, format!("no HELLO from the broker within {timeout:?}"))),
-        Ok(None) => {
+        Err(_) => {
             return Err(handshake(
                 &peer,
-                "the broker closed the connection after our HELLO; if it is a ReasonChip broker, connect in legacy mode".into(),
+                format!("no HELLO from the broker within {timeout:?}"),
             ))
+        }
+        Ok(None) => return Err(Error::ClosedAfterHello { peer }),
+        // A reset counts; half an answer (truncated) does not: that broker spoke.
+        Ok(Some(Err(e))) if e.is_disconnect() && !matches!(e, TransportError::Truncated { .. }) => {
+            return Err(Error::ClosedAfterHello { peer })
         }
         Ok(Some(frame)) => frame?,
     };
@@ -77,10 +89,11 @@ pub(crate) async fn open(
             }
         }
         (_, Some(rc)) => {
-            return Err(handshake(
-                &peer,
-                format!("refused with {rc}: {}", packet.error.unwrap_or_default()),
-            ));
+            return Err(Error::Handshake {
+                reason: format!("refused with {rc}: {}", packet.error.unwrap_or_default()),
+                rc: Some(rc),
+                peer,
+            });
         }
         (other, None) => return Err(handshake(&peer, format!("expected HELLO, got {other}"))),
     }
@@ -92,9 +105,11 @@ pub(crate) async fn open(
     })
 }
 
+/// A handshake failure that is not a refusal by the broker (no result code).
 fn handshake(peer: &str, reason: String) -> Error {
     Error::Handshake {
         peer: peer.to_owned(),
+        rc: None,
         reason,
     }
 }

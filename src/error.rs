@@ -21,8 +21,41 @@ pub enum Error {
     Handshake {
         /// Who.
         peer: String,
+        /// The result code the broker refused us with (`UNAUTHORIZED` for a
+        /// missing or wrong token, `BAD_PACKET` for the wrong listener);
+        /// `None` when the failure was not a refusal (a timeout, a version
+        /// mismatch, a bad setting on our side). Match on this, never on the
+        /// message.
+        rc: Option<ResultCode>,
         /// What went wrong, and what to do.
         reason: String,
+    },
+    /// The broker closed the connection (end of stream or reset) right after
+    /// our HELLO, without answering: what a ReasonChip 0.0.6 broker does with
+    /// a packet type it does not know. Clients and workers that may fall back
+    /// (`fallback_to_legacy`, the default) reconnect in legacy mode on this
+    /// error; it reaches the caller only when they may not, or when there is
+    /// no endpoint to reconnect to (a connection handed in by the caller).
+    #[error(
+        "{peer} closed the connection right after our HELLO without answering: it is most \
+         likely a ReasonChip (legacy) broker; allow the legacy fallback (`fallback_to_legacy`, \
+         i.e. leave out --native) or connect in legacy mode (`legacy`, --legacy)"
+    )]
+    ClosedAfterHello {
+        /// Who.
+        peer: String,
+    },
+    /// Connecting to an endpoint did not finish in time.
+    #[error(
+        "connecting to {endpoint} did not finish within {after:?}; check that the broker is \
+         running and reachable at that address (a firewall may drop packets silently), or \
+         raise `connect_timeout`"
+    )]
+    ConnectTimeout {
+        /// The endpoint's URL.
+        endpoint: String,
+        /// How long the attempt was given.
+        after: Duration,
     },
     /// The peer closed the connection.
     #[error("the connection to {0} closed")]

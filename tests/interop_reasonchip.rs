@@ -14,6 +14,8 @@
 //! | `b_*` | plexwire | ReasonChip | plexwire native (JSON and bincode) |
 //! | `c_*` | plexwire | plexwire native (builtin pipelines) | ReasonChip |
 //! | `d_*` | ReasonChip | plexwire legacy | plexwire legacy |
+//! | `e_*` | ReasonChip | plexwire, default config (falls back to legacy) | plexwire, default config (JSON and bincode) |
+//! | `f_*` | ReasonChip | plexwire `fallback_to_legacy: false` (fails clearly) | the same |
 //!
 //! Each test is bounded (60 s overall, every step on its own shorter
 //! timeout), runs its Python processes behind a guard that kills them on drop
@@ -32,9 +34,10 @@ use plexwire::broker::{Broker, BrokerConfig, SwitchboardStats};
 use plexwire::client::{Client, ClientConfig};
 use plexwire::codec::CodecKind;
 use plexwire::protocol::ResultCode;
+use plexwire::reconnect::Backoff;
 use plexwire::transport::{AnyTransport, ClientTransport, Endpoint, FrameReceiver, FrameSender};
 use plexwire::worker::{Worker, WorkerConfig, WorkerExit};
-use plexwire::RunError;
+use plexwire::{Error, RunError};
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -1197,6 +1200,142 @@ async fn d_legacy_worker_and_client_via_rc_broker(net: Net) {
     .await;
 }
 
+// ------------------------- E: ReasonChip broker, plexwire worker + client with no legacy flag
+
+async fn e_default_worker_and_client_via_rc_broker(net: Net) {
+    interop(&format!("E {net:?}"), |ctx| async move {
+        let (rcb, clients, workers) = ctx.rc_broker(net).await;
+        // Default config: native first; the RC broker closes after the
+        // HELLO, and the client dials again in legacy mode.
+        let c = Client::connect_with(
+            &AnyTransport,
+            &Endpoint::parse(&clients).unwrap(),
+            ClientConfig {
+                default_timeout: Some(RUN_LIMIT),
+                ..ClientConfig::default()
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("a default client connects to the RC broker: {e}"));
+        // The worker as `plexwire worker --broker URL` runs it: reconnecting,
+        // default config.
+        let w = plexwire::builtin::register(Worker::new(WorkerConfig {
+            capacity: RC_CAPACITY as u32,
+            ..WorkerConfig::default()
+        }));
+        let task = tokio::spawn({
+            let (w, urls) = (w.clone(), vec![workers.clone()]);
+            async move { w.run_reconnecting(&urls, Backoff::default()).await }
+        });
+        // REGISTER has no reply: retry until the broker has the slots.
+        let first = timeout(STEP, async {
+            loop {
+                match c.run::<_, i64>("add", &json!({"a": 2, "b": 40})).await {
+                    Err(e) if e.rc() == ResultCode::NoCapacity => {
+                        tokio::time::sleep(Duration::from_millis(50)).await
+                    }
+                    other => return other,
+                }
+            }
+        })
+        .await
+        .expect("the default plexwire worker registered with the RC broker");
+        assert_eq!(first.unwrap(), 42);
+        let vars = json!({"msg": "h\u{e9}llo \u{2713}", "n": [1, 2.5, null]});
+        let back: Value = c.run("echo", &vars).await.unwrap();
+        assert_eq!(back, vars);
+        let (rc, error, stack) =
+            failure(c.run::<_, Value>("fail", &json!({"message": "boom"})).await);
+        assert_eq!(
+            (rc, error.as_str(), stack),
+            (
+                ResultCode::ProcessorException,
+                "boom",
+                vec!["builtin::fail".to_owned()]
+            )
+        );
+
+        // A bincode client, the way `plexwire run --codec bincode` connects:
+        // legacy means JSON, so it switches (and says so in the log).
+        let b = Client::connect_any(
+            std::slice::from_ref(&clients),
+            ClientConfig {
+                codec: CodecKind::Bincode,
+                default_timeout: Some(RUN_LIMIT),
+                ..ClientConfig::default()
+            },
+            Duration::ZERO,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("a bincode client falls back to JSON: {e}"));
+        let runs = (0..4i64).map(|i| {
+            let b = b.clone();
+            async move { b.run::<_, i64>("add", &json!({"a": 100, "b": i})).await }
+        });
+        let got: Vec<i64> = futures_util::future::join_all(runs)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(got, [100, 101, 102, 103]);
+
+        assert!(!task.is_finished(), "the worker serves on");
+        let mut rcb = rcb;
+        assert!(rcb.is_running(), "{}", rcb.log());
+        w.stop();
+        let exit = timeout(STEP, task).await.unwrap().unwrap().unwrap();
+        assert_eq!(exit, WorkerExit::Stopped);
+    })
+    .await;
+}
+
+// --------------------------------- F: ReasonChip broker, plexwire peers that forbid the fallback
+
+async fn f_native_mode_fails_clearly_against_rc_broker(net: Net) {
+    interop(&format!("F {net:?}"), |ctx| async move {
+        let (mut rcb, clients, workers) = ctx.rc_broker(net).await;
+        let native = ClientConfig {
+            fallback_to_legacy: false,
+            ..ClientConfig::default()
+        };
+        match Client::connect_with(&AnyTransport, &Endpoint::parse(&clients).unwrap(), native).await
+        {
+            Err(e @ Error::ClosedAfterHello { .. }) => {
+                let text = e.to_string();
+                assert!(
+                    text.contains("ReasonChip") && text.contains("--legacy"),
+                    "{text}"
+                );
+            }
+            other => panic!("a native-only client must fail clearly: {other:?}"),
+        }
+        let w = plexwire::builtin::register(Worker::new(WorkerConfig {
+            fallback_to_legacy: false,
+            ..WorkerConfig::default()
+        }));
+        let got = timeout(
+            STEP,
+            w.run_with(&AnyTransport, &Endpoint::parse(&workers).unwrap()),
+        )
+        .await
+        .unwrap();
+        assert!(
+            matches!(got, Err(Error::ClosedAfterHello { .. })),
+            "a native-only worker must fail clearly: {got:?}"
+        );
+        // The RC broker shrugged it off: a legacy client still gets its answer.
+        let c = client(&clients, CodecKind::Json, true).await;
+        let (rc, error, _) = failure(c.run::<_, Value>("echo", &json!({})).await);
+        assert_eq!(
+            (rc, error.as_str()),
+            (ResultCode::NoCapacity, "No capacity available"),
+            "no worker registered"
+        );
+        assert!(rcb.is_running(), "{}", rcb.log());
+    })
+    .await;
+}
+
 // ------------------------------------------------------------------ tests
 
 macro_rules! over {
@@ -1222,6 +1361,16 @@ macro_rules! over {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn d_legacy_worker_and_client_via_rc_broker() {
                 super::d_legacy_worker_and_client_via_rc_broker($netval).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn e_default_worker_and_client_via_rc_broker() {
+                super::e_default_worker_and_client_via_rc_broker($netval).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn f_native_mode_fails_clearly_against_rc_broker() {
+                super::f_native_mode_fails_clearly_against_rc_broker($netval).await;
             }
         }
     };

@@ -8,6 +8,12 @@
 //! again (failing over between its endpoints, with backoff), and new calls
 //! wait for the new connection up to the policy's bound.
 //!
+//! A client needs no setting to talk to a ReasonChip 0.0.6 broker: one that
+//! closes the connection right after the client's HELLO is dialled again in
+//! legacy mode (JSON, no events; see [`crate::reconnect`]), and later
+//! reconnects to it go straight to legacy mode.
+//! [`ClientConfig::fallback_to_legacy`] forbids that.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let client = plexwire::client::Client::connect("tcp://127.0.0.1:51500").await?;
@@ -34,7 +40,7 @@ use crate::conn;
 use crate::error::{Error, RunError};
 use crate::link::WriterConfig;
 use crate::protocol::{Packet, PacketType, Payload, ResultCode, Role};
-use crate::reconnect::Backoff;
+use crate::reconnect::{Backoff, LegacyEndpoints, Mode, OpenSettings};
 use crate::transport::{AnyTransport, ClientTransport, Connection, Endpoint, FrameReceiver};
 
 /// Client settings.
@@ -42,8 +48,16 @@ use crate::transport::{AnyTransport, ClientTransport, Connection, Endpoint, Fram
 pub struct ClientConfig {
     /// Codec on native connections.
     pub codec: CodecKind,
-    /// Talk to a ReasonChip 0.0.6 broker (no HELLO, JSON; no events).
+    /// Talk to a ReasonChip 0.0.6 broker from the start (no HELLO, JSON; no
+    /// events). Not needed to talk to one: see `fallback_to_legacy`.
     pub legacy: bool,
+    /// When a broker closes the connection right after our HELLO (what a
+    /// ReasonChip 0.0.6 broker does), dial it again at once in legacy mode
+    /// (JSON whatever `codec` says, no events), say so once in the log, and
+    /// stay legacy for that endpoint. `false` (`--native`) forbids it: that
+    /// broker then fails with [`Error::ClosedAfterHello`]. Has no effect on
+    /// [`Client::from_connection`], which cannot dial again.
+    pub fallback_to_legacy: bool,
     /// Shared-secret token sent in HELLO.
     pub token: Option<String>,
     /// Packets queued for the broker before callers wait.
@@ -57,6 +71,9 @@ pub struct ClientConfig {
     pub default_timeout: Option<Duration>,
     /// How long to wait for the broker's HELLO.
     pub handshake_timeout: Duration,
+    /// How long one connect to a broker may take, on every backend
+    /// (failing with [`Error::ConnectTimeout`]).
+    pub connect_timeout: Duration,
     /// PING the broker after this long without hearing from it (native only).
     pub ping_interval: Duration,
     /// Declare the broker gone (every pending call: BROKER_WENT_AWAY) after this long without hearing from it.
@@ -71,12 +88,14 @@ impl Default for ClientConfig {
         ClientConfig {
             codec: CodecKind::Json,
             legacy: false,
+            fallback_to_legacy: true,
             token: None,
             send_queue: 4096,
             event_backlog: 1024,
             max_pending: 100_000,
             default_timeout: None,
             handshake_timeout: Duration::from_secs(10),
+            connect_timeout: crate::reconnect::DEFAULT_CONNECT_TIMEOUT,
             ping_interval: Duration::from_secs(10),
             ping_timeout: Duration::from_secs(30),
             reconnect: None,
@@ -240,9 +259,24 @@ impl Client {
             .as_ref()
             .map(|r| r.backoff.clone())
             .unwrap_or_default();
-        let (conn, _) =
-            crate::reconnect::connect_any(&AnyTransport, &endpoints, wait, &backoff).await?;
-        Client::establish(conn, config, Arc::new(AnyTransport), endpoints).await
+        let known = LegacyEndpoints::default();
+        let s = crate::reconnect::open_any(
+            &AnyTransport,
+            &endpoints,
+            wait,
+            &backoff,
+            &open_settings(&config),
+            &known,
+        )
+        .await?;
+        Ok(Client::establish(
+            s.opened,
+            s.legacy,
+            config,
+            Arc::new(AnyTransport),
+            endpoints,
+            known,
+        ))
     }
 
     /// Connects over any transport (and reconnects over it, with `config.reconnect`).
@@ -251,46 +285,69 @@ impl Client {
         endpoint: &Endpoint,
         config: ClientConfig,
     ) -> Result<Client, Error> {
-        let conn = transport.connect(endpoint).await?;
-        Client::establish(
-            conn,
+        let known = LegacyEndpoints::default();
+        let endpoints = vec![endpoint.clone()];
+        let s = crate::reconnect::open_any(
+            transport,
+            &endpoints,
+            Duration::ZERO,
+            &Backoff::default(),
+            &open_settings(&config),
+            &known,
+        )
+        .await?;
+        Ok(Client::establish(
+            s.opened,
+            s.legacy,
             config,
             Arc::new(transport.clone()),
-            vec![endpoint.clone()],
-        )
-        .await
+            endpoints,
+            known,
+        ))
     }
 
-    /// Uses an established connection (no reconnecting: there is nowhere to reconnect to).
+    /// Uses an established connection (no reconnecting: there is nowhere to
+    /// reconnect to; nor falling back to legacy mode: a ReasonChip broker
+    /// needs [`ClientConfig::legacy`] here).
     pub async fn from_connection(
         conn: Connection,
         mut config: ClientConfig,
     ) -> Result<Client, Error> {
         config.reconnect = None;
-        Client::establish(conn, config, Arc::new(AnyTransport), Vec::new()).await
+        let (opened, legacy) = crate::reconnect::open_conn(conn, &open_settings(&config)).await?;
+        Ok(Client::establish(
+            opened,
+            legacy,
+            config,
+            Arc::new(AnyTransport),
+            Vec::new(),
+            LegacyEndpoints::default(),
+        ))
     }
 
-    async fn establish(
-        conn: Connection,
+    fn establish(
+        opened: conn::Opened,
+        legacy: bool,
         config: ClientConfig,
         transport: Arc<dyn ClientTransport>,
         endpoints: Vec<Endpoint>,
-    ) -> Result<Client, Error> {
-        let opened = open(conn, &config).await?;
+        known: LegacyEndpoints,
+    ) -> Client {
         let inner = Arc::new(Inner {
             pending: Mutex::new(Pending::default()),
             changed: Notify::new(),
             config,
             dropped_events: AtomicU64::new(0),
         });
-        let first = begin_session(&inner, opened, 1);
+        let first = begin_session(&inner, opened, 1, legacy);
         tokio::spawn(supervise(
             Arc::downgrade(&inner),
             first,
             transport,
             endpoints,
+            known,
         ));
-        Ok(Client { inner })
+        Client { inner }
     }
 
     /// Runs `pipeline` with `variables` and waits for its result, deserialized as `O`.
@@ -580,16 +637,15 @@ impl Drop for RunHandle {
     }
 }
 
-async fn open(conn: Connection, config: &ClientConfig) -> Result<conn::Opened, Error> {
-    conn::open(
-        conn,
-        Role::Client,
-        config.codec,
-        config.legacy,
-        config.token.clone(),
-        config.handshake_timeout,
-    )
-    .await
+fn open_settings(config: &ClientConfig) -> OpenSettings {
+    OpenSettings {
+        role: Role::Client,
+        codec: config.codec,
+        mode: Mode::from_flags(config.legacy, config.fallback_to_legacy),
+        token: config.token.clone(),
+        handshake_timeout: config.handshake_timeout,
+        connect_timeout: config.connect_timeout,
+    }
 }
 
 /// What the reader of one connection needs.
@@ -599,10 +655,12 @@ struct Reading {
     lanes: Option<crate::transport::LaneEnds>,
     codec: AnyCodec,
     session: u64,
+    /// Whether the session speaks ReasonChip's protocol (no PING).
+    legacy: bool,
 }
 
 /// Makes `opened` the current connection and starts its writer.
-fn begin_session(inner: &Inner, opened: conn::Opened, id: u64) -> Reading {
+fn begin_session(inner: &Inner, opened: conn::Opened, id: u64, legacy: bool) -> Reading {
     let conn::Opened {
         tx,
         rx,
@@ -614,7 +672,7 @@ fn begin_session(inner: &Inner, opened: conn::Opened, id: u64) -> Reading {
     let (out, writer) = conn::spawn_writer(
         tx,
         codec,
-        inner.config.legacy,
+        legacy,
         WriterConfig {
             queue: inner.config.send_queue,
             ..WriterConfig::default()
@@ -633,6 +691,7 @@ fn begin_session(inner: &Inner, opened: conn::Opened, id: u64) -> Reading {
         lanes,
         codec,
         session: id,
+        legacy,
     }
 }
 
@@ -643,6 +702,7 @@ async fn supervise(
     mut reading: Reading,
     transport: Arc<dyn ClientTransport>,
     endpoints: Vec<Endpoint>,
+    known: LegacyEndpoints,
 ) {
     loop {
         let session = reading.session;
@@ -699,22 +759,26 @@ async fn supervise(
             let Some(strong) = inner.upgrade() else {
                 return;
             };
-            let Ok((conn, _)) = crate::reconnect::connect_any(
+            let opened = crate::reconnect::open_any(
                 &*transport,
                 &endpoints,
                 Duration::ZERO,
                 &policy.backoff,
+                &open_settings(&strong.config),
+                &known,
             )
-            .await
-            else {
-                continue;
-            };
-            match open(conn, &strong.config).await {
-                Ok(opened) => {
-                    tracing::info!(peer = %opened.peer, "reconnected to the broker");
-                    break begin_session(&strong, opened, session + 1);
+            .await;
+            match opened {
+                Ok(s) => {
+                    tracing::info!(peer = %s.opened.peer, legacy = s.legacy, "reconnected to the broker");
+                    break begin_session(&strong, s.opened, session + 1, s.legacy);
                 }
-                Err(e) if e.to_string().contains("UNAUTHORIZED") => {
+                Err(
+                    e @ Error::Handshake {
+                        rc: Some(ResultCode::Unauthorized),
+                        ..
+                    },
+                ) => {
                     tracing::error!(error = %e, "the broker refused our token; not reconnecting");
                     strong.pending().closed = true;
                     strong.changed.notify_waiters();
@@ -732,11 +796,12 @@ async fn read_loop(inner: Weak<Inner>, reading: Reading) -> &'static str {
         mut rx,
         codec,
         lanes,
+        legacy,
         ..
     } = reading;
-    let liveness = inner.upgrade().and_then(|i| {
-        (!i.config.legacy).then_some((i.config.ping_interval, i.config.ping_timeout))
-    });
+    let liveness = inner
+        .upgrade()
+        .and_then(|i| (!legacy).then_some((i.config.ping_interval, i.config.ping_timeout)));
     let (interval, timeout) = liveness.unwrap_or((Duration::from_secs(3600), Duration::MAX));
     let mut last_seen = Instant::now();
     let mut tick = tokio::time::interval(interval.max(Duration::from_millis(1)));

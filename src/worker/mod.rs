@@ -15,7 +15,11 @@
 //!
 //! In legacy mode (no HELLO, JSON) the worker serves a ReasonChip 0.0.6
 //! broker; events are not sent there, and native result codes are mapped to
-//! the nearest legacy code.
+//! the nearest legacy code. It needs no setting: a broker that closes the
+//! connection right after the worker's HELLO is taken for a ReasonChip one
+//! and dialled again in legacy mode (see [`crate::reconnect`]);
+//! [`WorkerConfig::fallback_to_legacy`] forbids that, [`WorkerConfig::legacy`]
+//! starts in legacy mode.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -37,7 +41,7 @@ use crate::conn;
 use crate::error::Error;
 use crate::link::{TrySendError, WriterConfig};
 use crate::protocol::{Packet, PacketType, Payload, ResultCode, Role};
-use crate::reconnect::Backoff;
+use crate::reconnect::{Backoff, LegacyEndpoints, Mode, OpenSettings};
 use crate::transport::{AnyTransport, ClientTransport, Connection, Endpoint};
 
 /// A pipeline's failure: a message and a stack trace.
@@ -150,8 +154,16 @@ pub struct WorkerConfig {
     pub capacity: u32,
     /// Codec on native connections.
     pub codec: CodecKind,
-    /// Serve a ReasonChip 0.0.6 broker (no HELLO, JSON, no events).
+    /// Serve a ReasonChip 0.0.6 broker from the start (no HELLO, JSON, no
+    /// events). Not needed to talk to one: see `fallback_to_legacy`.
     pub legacy: bool,
+    /// When a broker closes the connection right after our HELLO (what a
+    /// ReasonChip 0.0.6 broker does), dial it again at once in legacy mode
+    /// (JSON whatever `codec` says, no events), say so once in the log, and
+    /// stay legacy for that endpoint. `false` (`--native`) forbids it: that
+    /// broker then fails with [`Error::ClosedAfterHello`]. Has no effect on
+    /// [`Worker::serve`], which cannot dial again.
+    pub fallback_to_legacy: bool,
     /// Announce the served pipelines in REGISTER (native only), so the
     /// broker routes only those here.
     pub announce_pipelines: bool,
@@ -161,6 +173,9 @@ pub struct WorkerConfig {
     pub send_queue: usize,
     /// How long to wait for the broker's HELLO.
     pub handshake_timeout: Duration,
+    /// How long one connect to a broker may take, on every backend
+    /// (failing with [`Error::ConnectTimeout`]).
+    pub connect_timeout: Duration,
     /// PING the broker after this long without hearing from it (native only).
     pub ping_interval: Duration,
     /// Give the broker up (end the session as `BrokerGone`) after this long without hearing from it.
@@ -173,10 +188,12 @@ impl Default for WorkerConfig {
             capacity: 4,
             codec: CodecKind::Json,
             legacy: false,
+            fallback_to_legacy: true,
             announce_pipelines: true,
             token: None,
             send_queue: 4096,
             handshake_timeout: Duration::from_secs(10),
+            connect_timeout: crate::reconnect::DEFAULT_CONNECT_TIMEOUT,
             ping_interval: Duration::from_secs(10),
             ping_timeout: Duration::from_secs(30),
         }
@@ -201,6 +218,8 @@ pub struct Worker {
     handlers: HashMap<String, RawHandler>,
     config: WorkerConfig,
     stop: CancellationToken,
+    /// Brokers found to be legacy ones (shared by clones).
+    legacy_brokers: LegacyEndpoints,
 }
 
 impl fmt::Debug for Worker {
@@ -221,6 +240,7 @@ impl Worker {
             handlers: HashMap::new(),
             config,
             stop: CancellationToken::new(),
+            legacy_brokers: LegacyEndpoints::default(),
         }
     }
 
@@ -294,6 +314,7 @@ impl Worker {
             .iter()
             .map(|u| Endpoint::parse(u))
             .collect::<Result<Vec<_>, _>>()?;
+        let settings = self.open_settings();
         let mut attempt = 0u32;
         loop {
             if self.stop.is_cancelled() {
@@ -301,23 +322,37 @@ impl Worker {
             }
             let connected = tokio::select! {
                 _ = self.stop.cancelled() => return Ok(WorkerExit::Stopped),
-                c = crate::reconnect::connect_any(&AnyTransport, &endpoints, Duration::ZERO, &backoff) => c,
+                c = crate::reconnect::open_any(
+                    &AnyTransport,
+                    &endpoints,
+                    Duration::ZERO,
+                    &backoff,
+                    &settings,
+                    &self.legacy_brokers,
+                ) => c,
             };
             match connected {
-                Ok((conn, i)) => match self.serve(conn).await {
+                Ok(s) => match self.serve_opened(s.opened, s.legacy).await {
                     Ok(WorkerExit::Stopped) => return Ok(WorkerExit::Stopped),
                     Ok(exit) => {
-                        tracing::warn!(broker = %endpoints[i], ?exit, "broker session ended; reconnecting");
+                        tracing::warn!(broker = %endpoints[s.index], ?exit, "broker session ended; reconnecting");
                         attempt = 0;
                     }
-                    Err(e @ Error::Handshake { .. }) if e.to_string().contains("UNAUTHORIZED") => {
-                        return Err(e)
-                    }
                     Err(e) => {
-                        tracing::warn!(broker = %endpoints[i], error = %e, "broker session failed; reconnecting")
+                        tracing::warn!(broker = %endpoints[s.index], error = %e, "broker session failed; reconnecting")
                     }
                 },
-                Err(e) => tracing::debug!(error = %e, "no broker reachable yet"),
+                // A wrong token stays wrong: retrying would only hammer the broker.
+                Err(
+                    e @ Error::Handshake {
+                        rc: Some(ResultCode::Unauthorized),
+                        ..
+                    },
+                ) => return Err(e),
+                Err(e @ (Error::Transport(_) | Error::ConnectTimeout { .. })) => {
+                    tracing::debug!(error = %e, "no broker reachable yet")
+                }
+                Err(e) => tracing::warn!(error = %e, "broker handshake failed; reconnecting"),
             }
             let delay = backoff.delay(attempt);
             attempt = attempt.saturating_add(1);
@@ -334,22 +369,43 @@ impl Worker {
         transport: &T,
         endpoint: &Endpoint,
     ) -> Result<WorkerExit, Error> {
-        let conn = transport.connect(endpoint).await?;
-        self.serve(conn).await
-    }
-
-    /// Serves one established connection to a broker.
-    pub async fn serve(&self, conn: Connection) -> Result<WorkerExit, Error> {
-        let c = &self.config;
-        let opened = conn::open(
-            conn,
-            Role::Worker,
-            c.codec,
-            c.legacy,
-            c.token.clone(),
-            c.handshake_timeout,
+        let s = crate::reconnect::open_any(
+            transport,
+            std::slice::from_ref(endpoint),
+            Duration::ZERO,
+            &Backoff::default(),
+            &self.open_settings(),
+            &self.legacy_brokers,
         )
         .await?;
+        self.serve_opened(s.opened, s.legacy).await
+    }
+
+    /// Serves one established connection to a broker. There is no falling
+    /// back to legacy mode here (the connection cannot be dialled again): a
+    /// ReasonChip broker needs [`WorkerConfig::legacy`], or use
+    /// [`Worker::run_with`].
+    pub async fn serve(&self, conn: Connection) -> Result<WorkerExit, Error> {
+        let (opened, legacy) = crate::reconnect::open_conn(conn, &self.open_settings()).await?;
+        self.serve_opened(opened, legacy).await
+    }
+
+    fn open_settings(&self) -> OpenSettings {
+        let c = &self.config;
+        OpenSettings {
+            role: Role::Worker,
+            codec: c.codec,
+            mode: Mode::from_flags(c.legacy, c.fallback_to_legacy),
+            token: c.token.clone(),
+            handshake_timeout: c.handshake_timeout,
+            connect_timeout: c.connect_timeout,
+        }
+    }
+
+    /// Serves a session whose opening exchange is done; `legacy`: whether it
+    /// speaks ReasonChip's protocol.
+    async fn serve_opened(&self, opened: conn::Opened, legacy: bool) -> Result<WorkerExit, Error> {
+        let c = &self.config;
         let conn::Opened {
             tx,
             mut rx,
@@ -363,14 +419,14 @@ impl Worker {
         let (out, writer) = conn::spawn_writer(
             tx,
             codec,
-            c.legacy,
+            legacy,
             WriterConfig {
                 queue: c.send_queue,
                 ..WriterConfig::default()
             },
             session.clone(),
         );
-        let pipelines = (c.announce_pipelines && !c.legacy).then(|| self.pipelines());
+        let pipelines = (c.announce_pipelines && !legacy).then(|| self.pipelines());
         let capacity = c.capacity.max(1) as usize;
         out.send(Packet::register(capacity as i64, pipelines))
             .await
@@ -389,7 +445,7 @@ impl Worker {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let exit = loop {
             let frame = tokio::select! {
-                _ = tick.tick(), if !c.legacy => {
+                _ = tick.tick(), if !legacy => {
                     let silent = last_seen.elapsed();
                     if silent > c.ping_timeout {
                         tracing::warn!(broker = %peer, ?silent, "the broker is silent past the ping timeout; giving it up");
@@ -448,7 +504,7 @@ impl Worker {
                     }
                     let pipeline = packet.pipeline.unwrap_or_default();
                     let Some(handler) = self.handlers.get(&pipeline).cloned() else {
-                        let (rc, why) = if c.legacy {
+                        let (rc, why) = if legacy {
                             (ResultCode::ProcessorException, pipeline.clone())
                         } else {
                             (
@@ -477,7 +533,7 @@ impl Worker {
                         cookie,
                         pipeline: pipeline.into(),
                         out: out.clone(),
-                        events: !c.legacy,
+                        events: !legacy,
                         cancel,
                     };
                     let mut run = Box::pin(execute(handler, ctx, packet.variables));

@@ -71,9 +71,15 @@ enum Command {
         /// Codec: json or bincode.
         #[arg(long, default_value = "json", value_parser = parse_codec)]
         codec: CodecKind,
-        /// Serve a ReasonChip 0.0.6 broker (no HELLO, JSON, no events).
-        #[arg(long)]
+        /// Speak ReasonChip 0.0.6's protocol from the start (no HELLO, JSON,
+        /// no events). Not needed for a ReasonChip broker: one that closes the
+        /// connection after our HELLO is served in legacy mode anyway.
+        #[arg(long, conflicts_with = "native")]
         legacy: bool,
+        /// Never fall back to legacy (ReasonChip) mode: a broker that closes
+        /// the connection after our HELLO is an error.
+        #[arg(long)]
+        native: bool,
     },
     /// Run one pipeline: prints its events as they arrive, then its result.
     Run {
@@ -94,9 +100,15 @@ enum Command {
         /// Codec: json or bincode.
         #[arg(long, default_value = "json", value_parser = parse_codec)]
         codec: CodecKind,
-        /// Talk to a ReasonChip 0.0.6 broker (no HELLO, JSON, no events).
-        #[arg(long)]
+        /// Speak ReasonChip 0.0.6's protocol from the start (no HELLO, JSON,
+        /// no events). Not needed for a ReasonChip broker: one that closes the
+        /// connection after our HELLO is talked to in legacy mode anyway.
+        #[arg(long, conflicts_with = "native")]
         legacy: bool,
+        /// Never fall back to legacy (ReasonChip) mode: a broker that closes
+        /// the connection after our HELLO is an error.
+        #[arg(long)]
+        native: bool,
         /// Seconds to wait for the broker to come up.
         #[arg(long, default_value_t = 0.0)]
         wait: f64,
@@ -186,7 +198,8 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             capacity,
             codec,
             legacy,
-        } => worker(broker, once, capacity, codec, legacy).await,
+            native,
+        } => worker(broker, once, capacity, codec, legacy, native).await,
         Command::Run {
             broker,
             pipeline,
@@ -195,10 +208,11 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             detach,
             codec,
             legacy,
+            native,
             wait,
         } => {
             run_pipeline(
-                &broker, &pipeline, &vars, timeout, detach, codec, legacy, wait,
+                &broker, &pipeline, &vars, timeout, detach, codec, legacy, native, wait,
             )
             .await
         }
@@ -264,11 +278,13 @@ async fn worker(
     capacity: u32,
     codec: CodecKind,
     legacy: bool,
+    native: bool,
 ) -> Result<ExitCode, String> {
     let w = plexwire::builtin::register(Worker::new(WorkerConfig {
         capacity,
         codec,
         legacy,
+        fallback_to_legacy: !native,
         ..WorkerConfig::default()
     }));
     println!(
@@ -305,10 +321,17 @@ async fn worker(
     }
 }
 
-async fn connect(url: &str, codec: CodecKind, legacy: bool, wait: f64) -> Result<Client, String> {
+async fn connect(
+    url: &str,
+    codec: CodecKind,
+    legacy: bool,
+    native: bool,
+    wait: f64,
+) -> Result<Client, String> {
     let config = ClientConfig {
         codec,
         legacy,
+        fallback_to_legacy: !native,
         ..ClientConfig::default()
     };
     Client::connect_any(
@@ -329,11 +352,12 @@ async fn run_pipeline(
     detach: bool,
     codec: CodecKind,
     legacy: bool,
+    native: bool,
     wait: f64,
 ) -> Result<ExitCode, String> {
     let vars: serde_json::Value = serde_json::from_str(vars)
         .map_err(|e| format!("--vars must be JSON, e.g. --vars '{{\"a\": 1}}': {e}"))?;
-    let client = connect(url, codec, legacy, wait).await?;
+    let client = connect(url, codec, legacy, native, wait).await?;
     if detach {
         let cookie = client
             .run_detached(pipeline, &vars)
@@ -372,7 +396,8 @@ async fn run_pipeline(
 }
 
 async fn stats(url: &str, wait: f64) -> Result<ExitCode, String> {
-    let client = connect(url, CodecKind::Json, false, wait).await?;
+    // Only a plexwire broker keeps these counters: no legacy fallback (--native).
+    let client = connect(url, CodecKind::Json, false, true, wait).await?;
     let stats: serde_json::Value = client
         .run_with(
             STATS_PIPELINE,
