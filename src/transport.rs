@@ -8,13 +8,15 @@
 use async_trait::async_trait;
 pub use plexwire_transport::*;
 
-/// The TLS backend (`tls://`, `tls+unix://`): [`TlsTransport`](tls::TlsTransport),
-/// [`TlsListener`](tls::TlsListener), and the TLS settings every encrypted
+/// The TLS backend (`tls://`, `tls+unix://`): plexwire-tls composed over
+/// TCP and UNIX sockets ([`tls::transport`], [`tls::bind`]), and everything
+/// of plexwire-tls: [`TlsTransport`](tls::TlsTransport),
+/// [`TlsListener`](tls::TlsListener), the TLS settings every encrypted
 /// backend shares ([`TlsServerConfig`](tls::TlsServerConfig),
 /// [`TlsClientConfig`](tls::TlsClientConfig)).
 #[cfg(feature = "tls")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
-pub use plexwire_tls as tls;
+pub mod tls;
 
 /// The QUIC backend (`quic://`): [`QuicTransport`](quic::QuicTransport),
 /// [`QuicListener`](quic::QuicListener).
@@ -47,9 +49,7 @@ pub async fn listen_on(endpoint: &Endpoint) -> Result<Box<dyn ServerTransport>, 
         #[cfg(feature = "unix")]
         Scheme::Unix => Ok(Box::new(plexwire_unix::UnixListener::bind(endpoint).await?)),
         #[cfg(feature = "tls")]
-        Scheme::Tls | Scheme::TlsUnix => {
-            Ok(Box::new(plexwire_tls::TlsListener::bind(endpoint).await?))
-        }
+        Scheme::Tls | Scheme::TlsUnix => Ok(Box::new(tls::bind(endpoint).await?)),
         #[cfg(feature = "quic")]
         Scheme::Quic => Ok(Box::new(plexwire_quic::QuicListener::bind(endpoint).await?)),
         #[cfg(feature = "http")]
@@ -91,11 +91,7 @@ impl ClientTransport for AnyTransport {
             #[cfg(feature = "unix")]
             Scheme::Unix => plexwire_unix::UnixTransport.connect(endpoint).await,
             #[cfg(feature = "tls")]
-            Scheme::Tls | Scheme::TlsUnix => {
-                plexwire_tls::TlsTransport::default()
-                    .connect(endpoint)
-                    .await
-            }
+            Scheme::Tls | Scheme::TlsUnix => tls::transport().connect(endpoint).await,
             // A transport per connect: the connection gets a UDP socket of its own.
             #[cfg(feature = "quic")]
             Scheme::Quic => {

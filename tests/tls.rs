@@ -10,9 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use plexwire::transport::tls::dev::{DevCa, Purpose};
-use plexwire::transport::tls::{
-    TlsClientConfig, TlsListener, TlsServerConfig, TlsTransport, TlsVersions,
-};
+use plexwire::transport::tls::{self, TlsClientConfig, TlsServerConfig, TlsVersions};
 use plexwire::transport::{
     self, ClientTransport, Connection, Endpoint, ServerTransport, TransportError,
 };
@@ -93,9 +91,7 @@ async fn handshake(
     Result<Connection, TransportError>,
     Result<Connection, TransportError>,
 ) {
-    let mut listener = TlsListener::bind(&Endpoint::parse(listen).unwrap())
-        .await
-        .unwrap();
+    let mut listener = tls::bind(&Endpoint::parse(listen).unwrap()).await.unwrap();
     let address = listener
         .local_endpoint()
         .url()
@@ -104,7 +100,7 @@ async fn handshake(
         .unwrap()
         .to_owned();
     let url = Endpoint::parse(&format!("{address}?{connect_opts}")).unwrap();
-    let client = TlsTransport::default();
+    let client = tls::transport();
     let (client, server) = tokio::join!(
         client.connect(&url),
         timeout(LIMIT, listener.next_handshake())
@@ -369,9 +365,9 @@ async fn settings_made_in_code_with_pem_in_memory() {
         .with_versions(TlsVersions::TLS13_ONLY);
     // The URL carries no TLS options at all.
     let ep = Endpoint::parse("tls://127.0.0.1:0").unwrap();
-    let mut listener = TlsListener::bind_with(&ep, &config).await.unwrap();
+    let mut listener = tls::bind_with(&ep, &config).await.unwrap();
     let bound = listener.local_endpoint().clone();
-    let transport = TlsTransport::with_config(
+    let transport = tls::transport().with_config(
         TlsClientConfig::new(ca.cert())
             .with_server_name("localhost")
             .with_identity(client.cert(), client.key()),
@@ -558,5 +554,51 @@ mod quic {
             .unwrap_err()
             .to_string();
         assert!(e.contains("QUIC always uses TLS 1.3"), "{e}");
+    }
+}
+
+/// TLS runs over any byte stream, not just a socket: here an in-memory duplex
+/// pipe, with the stream-level API the compositions (`tls://`, `https://`) use.
+#[tokio::test]
+async fn tls_over_any_byte_stream() {
+    use plexwire::transport::tls::{TlsAcceptor, TlsConnector};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let ca = DevCa::new("stream CA").unwrap();
+    let server = ca.server(&["localhost"]).unwrap();
+    let ep = Endpoint::parse("tls://localhost:1").unwrap();
+    let acceptor =
+        TlsAcceptor::new(&TlsServerConfig::new(server.cert(), server.key()), &ep).unwrap();
+    let connector = TlsConnector::new(&TlsClientConfig::new(ca.cert()), &ep).unwrap();
+    let (a, b) = tokio::io::duplex(4096);
+    let (c, s) = tokio::join!(
+        connector.connect_stream(a),
+        acceptor.accept_stream(b, "pipe")
+    );
+    let (mut c, mut s) = (c.unwrap(), s.unwrap());
+    c.write_all(b"over a pipe").await.unwrap();
+    c.flush().await.unwrap();
+    let mut got = [0u8; 11];
+    s.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"over a pipe");
+
+    // A client that trusts another CA is refused, with the reason, on both sides.
+    let other = DevCa::new("other CA").unwrap();
+    let connector = TlsConnector::new(&TlsClientConfig::new(other.cert()), &ep).unwrap();
+    let (a, b) = tokio::io::duplex(4096);
+    let (c, s) = tokio::join!(
+        connector.connect_stream(a),
+        acceptor.accept_stream(b, "pipe")
+    );
+    let c = match c {
+        Err(TransportError::Tls { reason, .. }) => reason,
+        other => panic!("expected a TLS error, got {other:?}"),
+    };
+    assert!(c.contains("unknown authority"), "{c}");
+    match s {
+        Err(TransportError::Tls { reason, .. }) => {
+            assert!(reason.starts_with("client pipe: "), "{reason}")
+        }
+        other => panic!("expected a TLS error, got {other:?}"),
     }
 }

@@ -313,7 +313,6 @@ async fn serve_plain(tcp: TcpListener, shared: Shared) {
 #[cfg(feature = "tls")]
 async fn serve_tls(tcp: TcpListener, acceptor: TlsAcceptor, url: String, shared: Shared) {
     use plexwire_transport::{HandshakeLimits, Handshakes, Incoming};
-    let max = shared.max_frame_size;
     let sockets = futures_util::stream::unfold(tcp, |tcp| async move {
         let next = tcp
             .accept()
@@ -340,7 +339,8 @@ async fn serve_tls(tcp: TcpListener, acceptor: TlsAcceptor, url: String, shared:
             let acceptor = acceptor.clone();
             async move {
                 let (stream, peer) = incoming.io;
-                Ok((handshake(&acceptor, stream, peer, max).await?, peer))
+                let tls = acceptor.accept_stream(stream, &incoming.remote).await?;
+                Ok((tls, peer))
             }
         },
     );
@@ -354,35 +354,6 @@ async fn serve_tls(tcp: TcpListener, acceptor: TlsAcceptor, url: String, shared:
                 tracing::warn!(error = %e, "HTTPS accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-        }
-    }
-}
-
-/// The server side of TLS over an accepted TCP stream.
-#[cfg(feature = "tls")]
-async fn handshake(
-    acceptor: &TlsAcceptor,
-    stream: TcpStream,
-    peer: SocketAddr,
-    max: usize,
-) -> Result<
-    tokio::io::Join<plexwire_transport::BoxRead, plexwire_transport::BoxWrite>,
-    TransportError,
-> {
-    let (r, w) = stream.into_split();
-    let plain = Connection::from_stream(
-        r,
-        w,
-        PeerInfo {
-            transport: "tcp",
-            remote: peer.to_string(),
-        },
-        max,
-    );
-    match acceptor.accept(plain).await?.into_io().0 {
-        plexwire_transport::Io::Stream { reader, writer } => Ok(tokio::io::join(reader, writer)),
-        plexwire_transport::Io::Messages { .. } | plexwire_transport::Io::Lanes { .. } => {
-            Err(TransportError::Closed)
         }
     }
 }
@@ -524,36 +495,12 @@ impl ClientTransport for HttpTransport {
                     source,
                 })?
                 .to_string();
-            let (r, w) = stream.into_split();
-            let plain = Connection::from_stream(
-                r,
-                w,
-                PeerInfo {
-                    transport: "tcp",
-                    remote: remote.clone(),
-                },
-                endpoint.max_frame_size(),
-            );
-            let (io, _) = connector.connect(plain).await?.into_io();
-            let plexwire_transport::Io::Stream { reader, writer } = io else {
-                return Err(TransportError::TlsConfig {
-                    url: endpoint.url().to_owned(),
-                    reason: "TLS produced a message channel, not a byte stream".into(),
-                });
-            };
+            let tls = connector.connect_stream(stream).await?;
             let peer = PeerInfo {
                 transport: "https",
                 remote,
             };
-            upgrade::connect(
-                tokio::io::join(reader, writer),
-                endpoint,
-                host,
-                port,
-                path,
-                peer,
-            )
-            .await
+            upgrade::connect(tls, endpoint, host, port, path, peer).await
         }
         #[cfg(not(feature = "tls"))]
         Err(tls_disabled(endpoint))

@@ -27,10 +27,8 @@ use hyper::header::{HeaderMap, HeaderValue, ALLOW, CONNECTION, HOST, UPGRADE};
 use hyper::upgrade::Upgraded;
 use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
-use plexwire_transport::{
-    BoxRead, BoxWrite, Connection, Endpoint, PeerInfo, Scheme, TransportError,
-};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, Join};
+use plexwire_transport::{Connection, Endpoint, PeerInfo, Scheme, TransportError};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 
 use crate::{json_error, Body, Shared, CONNECT_PATH, STREAM_PATH, UPGRADE_PROTOCOL};
@@ -43,7 +41,7 @@ pub const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_REFUSAL_BODY: usize = 64 * 1024;
 
 /// An IO object HTTP runs over, which becomes a [`Connection`] once
-/// upgraded: a TCP stream (`http://`) or the halves of a TLS session
+/// upgraded: a TCP stream (`http://`) or a TLS session over one
 /// (`https://`).
 pub(crate) trait Halves: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// The connection, with `read_ahead` (bytes already read past the HTTP
@@ -58,9 +56,10 @@ impl Halves for TcpStream {
     }
 }
 
-impl Halves for Join<BoxRead, BoxWrite> {
+#[cfg(feature = "tls")]
+impl Halves for plexwire_tls::TlsStream<TcpStream> {
     fn into_connection(self, read_ahead: Bytes, peer: PeerInfo, max: usize) -> Connection {
-        let (r, w) = self.into_inner();
+        let (r, w) = tokio::io::split(self);
         stream_connection(r, w, read_ahead, peer, max)
     }
 }

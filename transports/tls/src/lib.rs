@@ -1,12 +1,16 @@
-//! plexwire's TLS backend: `tls://host:port` (over TCP) and
-//! `tls+unix:///path` (over a UNIX-domain socket), with rustls and the ring
-//! crypto provider.
+//! plexwire's TLS layer: rustls with the ring crypto provider, over any
+//! byte stream.
 //!
-//! TLS wraps a plain byte-stream connection made by another backend
-//! ([`TlsConnector`], [`TlsAcceptor`]): `tls://` is `plexwire-tcp` underneath
-//! and `tls+unix://` is `plexwire-unix` (stale-socket replacement, `?mode=`,
-//! removal on drop), and a program can wrap any [`ServerTransport`] with
-//! [`TlsListener::over`].
+//! TLS is not a socket type but a layer: [`TlsConnector`] and
+//! [`TlsAcceptor`] run the handshake over any `AsyncRead + AsyncWrite`
+//! ([`TlsStream`]), or over a plain byte-stream [`Connection`] made by
+//! another backend. [`TlsTransport::over`] adds TLS to any
+//! [`ClientTransport`], [`TlsListener::over`] to any [`ServerTransport`].
+//! This crate knows no socket type: `tls://` (TLS over `plexwire-tcp`),
+//! `tls+unix://` (over `plexwire-unix`: stale-socket replacement, `?mode=`,
+//! removal on drop) and `https://` (under HTTP, in `plexwire-http`) are
+//! compositions made by their users; the `plexwire` crate makes the first
+//! two (`plexwire::transport::tls::bind`, `…::transport`).
 //!
 //! # Settings
 //!
@@ -25,8 +29,8 @@
 //! | `tls=1.2`, `tls=1.3`, `tls=1.2,1.3` | both | versions allowed (default both) |
 //!
 //! Or in code, with PEM in memory or in files: [`TlsServerConfig`] with
-//! [`TlsListener::bind_with`], [`TlsClientConfig`] with
-//! [`TlsTransport::with_config`].
+//! [`TlsAcceptor::new`], [`TlsClientConfig`] with
+//! [`TlsTransport::with_config`] or [`TlsConnector::new`].
 //!
 //! # Errors
 //!
@@ -54,63 +58,60 @@ mod explain;
 mod stream;
 
 use std::fmt;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use plexwire_transport::{
-    Address, ClientTransport, Connection, Endpoint, HandshakeLimits, Handshakes, Incoming, Scheme,
-    ServerTransport, TransportError,
+    ClientTransport, Connection, Endpoint, HandshakeLimits, Handshakes, Incoming, ServerTransport,
+    TransportError,
 };
 
 pub use config::{ClientAuth, Pem, TlsClientConfig, TlsServerConfig, TlsVersions, VerifyLog};
 pub use explain::{explain, explain_alert, explain_sent_alert, Side};
-pub use stream::{TlsAcceptor, TlsConnector, HANDSHAKE_TIMEOUT};
+pub use stream::{TlsAcceptor, TlsConnector, TlsStream, HANDSHAKE_TIMEOUT};
 
 /// Handshakes a listener runs at once; past this it stops accepting until
 /// some finish, so a flood of slow handshakes cannot grow without bound.
 const MAX_HANDSHAKES: usize = 256;
 
-/// The plain endpoint under a TLS one: `tcp://host:port` under `tls://`,
-/// `unix:///path` (with its `mode`) under `tls+unix://`.
-fn inner_endpoint(endpoint: &Endpoint) -> Result<Endpoint, TransportError> {
-    let url = match (endpoint.scheme(), endpoint.address()) {
-        (Scheme::Tls, Address::Host { host, port, .. }) if host.contains(':') => {
-            format!("tcp://[{host}]:{port}")
-        }
-        (Scheme::Tls, Address::Host { host, port, .. }) => format!("tcp://{host}:{port}"),
-        (Scheme::TlsUnix, Address::Path(p)) => match endpoint.unix_mode() {
-            Some(mode) => format!("unix://{}?mode={mode:o}", p.display()),
-            None => format!("unix://{}", p.display()),
-        },
-        _ => return Err(endpoint.wrong_backend("tls")),
-    };
-    Ok(Endpoint::parse(&url)?.with_max_frame_size(endpoint.max_frame_size()))
-}
-
-/// Errors of the plain backend name the plain URL; say the TLS one instead.
-fn rename(e: TransportError, endpoint: &Endpoint) -> TransportError {
-    let url = endpoint.url().to_owned();
-    match e {
-        TransportError::Connect { source, .. } => TransportError::Connect { url, source },
-        TransportError::Bind { source, .. } => TransportError::Bind { url, source },
-        other => other,
-    }
-}
-
-/// Connects to `tls://` and `tls+unix://` endpoints.
+/// TLS over the connections another [`ClientTransport`] makes.
 ///
-/// [`TlsTransport::default`] reads the TLS settings of each endpoint from its
-/// URL; [`TlsTransport::with_config`] uses settings made in code instead
-/// (the URL's TLS options are then ignored).
-#[derive(Debug, Clone, Default)]
+/// [`TlsTransport::connect`](ClientTransport::connect) asks `inner` for a
+/// plain byte-stream connection to the endpoint it was given (the TLS
+/// endpoint itself: `inner` knows which plain address it stands for), then
+/// runs the client handshake over it. The TLS settings come from each
+/// endpoint's URL, or from [`TlsTransport::with_config`] (the URL's TLS
+/// options are then ignored). The settings are checked (files read) before
+/// `inner` connects.
+#[derive(Clone)]
 pub struct TlsTransport {
+    inner: Arc<dyn ClientTransport>,
     config: Option<TlsClientConfig>,
 }
 
+impl fmt::Debug for TlsTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsTransport")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
 impl TlsTransport {
+    /// TLS over the connections `inner` makes, with each endpoint's URL
+    /// settings.
+    pub fn over(inner: impl ClientTransport + 'static) -> TlsTransport {
+        TlsTransport {
+            inner: Arc::new(inner),
+            config: None,
+        }
+    }
+
     /// Uses `config` for every connection, whatever the URL's TLS options say.
-    pub fn with_config(config: TlsClientConfig) -> TlsTransport {
+    pub fn with_config(self, config: TlsClientConfig) -> TlsTransport {
         TlsTransport {
             config: Some(config),
+            ..self
         }
     }
 }
@@ -118,17 +119,12 @@ impl TlsTransport {
 #[async_trait]
 impl ClientTransport for TlsTransport {
     async fn connect(&self, endpoint: &Endpoint) -> Result<Connection, TransportError> {
-        let inner = inner_endpoint(endpoint)?;
         let config = match &self.config {
             Some(c) => c.clone(),
             None => TlsClientConfig::from_endpoint(endpoint)?,
         };
         let connector = TlsConnector::new(&config, endpoint)?;
-        let plain = match endpoint.scheme() {
-            Scheme::TlsUnix => plexwire_unix::UnixTransport.connect(&inner).await,
-            _ => plexwire_tcp::TcpTransport.connect(&inner).await,
-        }
-        .map_err(|e| rename(e, endpoint))?;
+        let plain = self.inner.connect(endpoint).await?;
         connector.connect(plain).await
     }
 }
@@ -157,38 +153,9 @@ impl fmt::Debug for TlsListener {
 }
 
 impl TlsListener {
-    /// Binds `endpoint` with the TLS settings in its URL
-    /// ([`TlsServerConfig::from_endpoint`]).
-    pub async fn bind(endpoint: &Endpoint) -> Result<TlsListener, TransportError> {
-        let config = TlsServerConfig::from_endpoint(endpoint)?;
-        TlsListener::bind_with(endpoint, &config).await
-    }
-
-    /// Binds `endpoint` with settings made in code (the URL's TLS options are ignored).
-    pub async fn bind_with(
-        endpoint: &Endpoint,
-        config: &TlsServerConfig,
-    ) -> Result<TlsListener, TransportError> {
-        let inner_ep = inner_endpoint(endpoint)?;
-        // Read the certificate before binding, so a bad file leaves no socket behind.
-        let acceptor = TlsAcceptor::new(config, endpoint)?;
-        let inner: Box<dyn ServerTransport> = match endpoint.scheme() {
-            Scheme::TlsUnix => Box::new(
-                plexwire_unix::UnixListener::bind(&inner_ep)
-                    .await
-                    .map_err(|e| rename(e, endpoint))?,
-            ),
-            _ => Box::new(
-                plexwire_tcp::TcpListener::bind(&inner_ep)
-                    .await
-                    .map_err(|e| rename(e, endpoint))?,
-            ),
-        };
-        Ok(TlsListener::over(inner, acceptor))
-    }
-
     /// Adds TLS to any byte-stream listener. The reported endpoint is the
-    /// acceptor's, at the address `inner` bound.
+    /// acceptor's, at the address `inner` bound. (Make the acceptor before
+    /// binding `inner`, so a bad certificate file leaves no socket behind.)
     pub fn over(inner: Box<dyn ServerTransport>, mut acceptor: TlsAcceptor) -> TlsListener {
         let endpoint = acceptor
             .endpoint()

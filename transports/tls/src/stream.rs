@@ -1,11 +1,16 @@
-//! TLS over any byte-stream [`Connection`].
+//! TLS over any byte stream.
 //!
-//! The plain connection's two halves are joined back into one duplex stream
-//! (`tokio::io::join`), the handshake runs over it, and the encrypted stream
-//! is split again (`tokio::io::split`) into the halves of a new
-//! `Connection`. So TLS composes with every byte-stream backend — TCP, UNIX
-//! sockets, or anything a program brings — without knowing which it is.
-//! Reads and writes of one TLS session share its state behind a short lock.
+//! [`TlsAcceptor::accept_stream`] and [`TlsConnector::connect_stream`] run
+//! the rustls handshake over any `AsyncRead + AsyncWrite` (a TCP stream, a
+//! UNIX socket, an HTTP connection's socket, a WebSocket's, anything a
+//! program brings) and give back a [`TlsStream`] over it; `tls://`,
+//! `tls+unix://` and `https://` are compositions of these with a plain
+//! backend, made outside this crate. [`TlsAcceptor::accept`] and
+//! [`TlsConnector::connect`] are the same over a plain byte-stream
+//! [`Connection`]: its halves are joined (`tokio::io::join`), and the
+//! encrypted stream is split again (`tokio::io::split`) into the halves of a
+//! new `Connection`. Reads and writes of one TLS session share its state
+//! behind a short lock.
 
 use std::io;
 use std::pin::Pin;
@@ -13,19 +18,22 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use plexwire_transport::{Connection, Endpoint, Io, PeerInfo, Scheme, TransportError};
+use plexwire_transport::{Connection, Endpoint, Io, PeerInfo, TransportError};
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::explain::{explain, Side};
 use crate::{TlsClientConfig, TlsServerConfig, TlsVersions};
 
-/// How long a handshake may take, on either side, before it is abandoned.
+/// How long a handshake may take, on either side, before it is abandoned
+/// (a connector's own bound; a listener's is its
+/// [`Handshakes`](plexwire_transport::Handshakes)).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn transport_name(endpoint: &Endpoint) -> &'static str {
-    match endpoint.scheme() {
-        Scheme::TlsUnix => "tls+unix",
+/// The transport name of TLS over a plain connection of `plain`'s transport.
+fn transport_name(plain: &str) -> &'static str {
+    match plain {
+        "unix" => "tls+unix",
         _ => "tls",
     }
 }
@@ -42,6 +50,77 @@ fn stream_halves(conn: Connection, url: &str) -> Result<(Io, PeerInfo, usize), T
                 peer.transport
             ),
         }),
+    }
+}
+
+/// An established TLS session over a byte stream `S`: encrypted
+/// `AsyncRead + AsyncWrite`, with errors explained ([`explain`]: which
+/// certificate check failed, rather than rustls's terse alert names).
+pub struct TlsStream<S> {
+    inner: Explained<tokio_rustls::TlsStream<S>>,
+}
+
+impl<S> std::fmt::Debug for TlsStream<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsStream")
+            .field("side", &self.inner.side)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> TlsStream<S> {
+    /// The plain stream underneath.
+    pub fn get_ref(&self) -> &S {
+        self.inner.inner.get_ref().0
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> TlsStream<S> {
+    /// The session as a byte-stream [`Connection`] (split into halves that
+    /// share the session behind a short lock).
+    pub fn into_connection(self, peer: PeerInfo, max_frame_size: usize) -> Connection {
+        let (r, w) = tokio::io::split(self);
+        Connection::from_stream(r, w, peer, max_frame_size)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }
 
@@ -87,41 +166,57 @@ impl TlsAcceptor {
         &self.endpoint
     }
 
-    pub(crate) fn set_endpoint(&mut self, endpoint: Endpoint) {
+    /// Names `endpoint` in errors from now on (a listener's address once
+    /// bound, with the real port).
+    pub fn set_endpoint(&mut self, endpoint: Endpoint) {
         self.endpoint = endpoint;
     }
 
-    /// Runs the server handshake over an accepted byte-stream connection.
+    /// Runs the server handshake over any byte stream from the client at
+    /// `remote` (which errors name).
     ///
     /// A rejected client certificate or an incompatible client is a
     /// [`TransportError::Tls`] whose reason names the client and the check.
+    /// The handshake has no time limit of its own: a listener bounds it,
+    /// as [`Handshakes`](plexwire_transport::Handshakes) does.
+    pub async fn accept_stream<S>(
+        &self,
+        io: S,
+        remote: &str,
+    ) -> Result<TlsStream<S>, TransportError>
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        match self.inner.accept(io).await {
+            Ok(s) => Ok(TlsStream {
+                inner: Explained::new(s.into(), Side::Server, self.versions),
+            }),
+            Err(e) => Err(TransportError::Tls {
+                url: self.endpoint.url().to_owned(),
+                reason: format!(
+                    "client {remote}: {}",
+                    explain_io(&e, Side::Server, self.versions)
+                ),
+            }),
+        }
+    }
+
+    /// Runs the server handshake over an accepted byte-stream connection;
+    /// see [`TlsAcceptor::accept_stream`]. The new connection's transport is
+    /// `tls+unix` over `unix`, else `tls`.
     pub async fn accept(&self, conn: Connection) -> Result<Connection, TransportError> {
-        let url = self.endpoint.url();
-        let (io, peer, max) = stream_halves(conn, url)?;
+        let (io, peer, max) = stream_halves(conn, self.endpoint.url())?;
         let Io::Stream { reader, writer } = io else {
             unreachable!("stream_halves returns streams only")
         };
-        let fail = |reason: String| TransportError::Tls {
-            url: url.to_owned(),
-            reason: format!("client {}: {reason}", peer.remote),
-        };
-        let handshake = self.inner.accept(tokio::io::join(reader, writer));
-        let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
-            Err(_) => return Err(fail(format!("no handshake within {HANDSHAKE_TIMEOUT:?}"))),
-            Ok(Err(e)) => return Err(fail(explain_io(&e, Side::Server, self.versions))),
-            Ok(Ok(s)) => s,
-        };
-        let (r, w) = tokio::io::split(stream);
+        let stream = self
+            .accept_stream(tokio::io::join(reader, writer), &peer.remote)
+            .await?;
         let peer = PeerInfo {
-            transport: transport_name(&self.endpoint),
+            transport: transport_name(peer.transport),
             remote: peer.remote,
         };
-        Ok(Connection::from_stream(
-            Explained::new(r, Side::Server, self.versions),
-            Explained::new(w, Side::Server, self.versions),
-            peer,
-            max,
-        ))
+        Ok(stream.into_connection(peer, max))
     }
 }
 
@@ -166,46 +261,48 @@ impl TlsConnector {
         })
     }
 
-    /// Runs the client handshake over an established byte-stream connection.
+    /// Runs the client handshake over any byte stream to the server, within
+    /// [`HANDSHAKE_TIMEOUT`].
     ///
     /// A rejected server certificate or an incompatible server is a
     /// [`TransportError::Tls`] whose reason names the check that failed.
     /// (With TLS 1.3 the server checks a client certificate after the
     /// client's side of the handshake is done; a rejection then arrives as
     /// the first read's error, explained the same way.)
+    pub async fn connect_stream<S>(&self, io: S) -> Result<TlsStream<S>, TransportError>
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let fail = |reason: String| TransportError::Tls {
+            url: self.endpoint.url().to_owned(),
+            reason,
+        };
+        let handshake = self.inner.connect(self.server_name.clone(), io);
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+            Err(_) => Err(fail(format!(
+                "no answer within {HANDSHAKE_TIMEOUT:?} (is a TLS listener there?)"
+            ))),
+            Ok(Err(e)) => Err(fail(explain_io(&e, Side::Client, self.versions))),
+            Ok(Ok(s)) => Ok(TlsStream {
+                inner: Explained::new(s.into(), Side::Client, self.versions),
+            }),
+        }
+    }
+
+    /// Runs the client handshake over an established byte-stream
+    /// connection; see [`TlsConnector::connect_stream`]. The new
+    /// connection's transport is `tls+unix` over `unix`, else `tls`.
     pub async fn connect(&self, conn: Connection) -> Result<Connection, TransportError> {
-        let url = self.endpoint.url();
-        let (io, peer, max) = stream_halves(conn, url)?;
+        let (io, peer, max) = stream_halves(conn, self.endpoint.url())?;
         let Io::Stream { reader, writer } = io else {
             unreachable!("stream_halves returns streams only")
         };
-        let fail = |reason: String| TransportError::Tls {
-            url: url.to_owned(),
-            reason,
-        };
-        let handshake = self
-            .inner
-            .connect(self.server_name.clone(), tokio::io::join(reader, writer));
-        let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
-            Err(_) => {
-                return Err(fail(format!(
-                    "no answer within {HANDSHAKE_TIMEOUT:?} (is a TLS listener there?)"
-                )))
-            }
-            Ok(Err(e)) => return Err(fail(explain_io(&e, Side::Client, self.versions))),
-            Ok(Ok(s)) => s,
-        };
-        let (r, w) = tokio::io::split(stream);
+        let stream = self.connect_stream(tokio::io::join(reader, writer)).await?;
         let peer = PeerInfo {
-            transport: transport_name(&self.endpoint),
+            transport: transport_name(peer.transport),
             remote: peer.remote,
         };
-        Ok(Connection::from_stream(
-            Explained::new(r, Side::Client, self.versions),
-            Explained::new(w, Side::Client, self.versions),
-            peer,
-            max,
-        ))
+        Ok(stream.into_connection(peer, max))
     }
 }
 
