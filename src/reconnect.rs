@@ -286,6 +286,10 @@ pub(crate) async fn open_any<T: ClientTransport + ?Sized>(
             index,
         }),
         Err(Error::ClosedAfterHello { .. }) if settings.mode == Mode::Auto => {
+            // Dial first, remember after: a plexwire broker that was going
+            // down (its backlog reset) is not there any more, and must not
+            // be taken for a legacy one for good.
+            let conn = connect_within(transport, endpoint, settings.connect_timeout).await?;
             if known.insert(endpoint) {
                 if settings.codec == CodecKind::Json {
                     tracing::warn!(
@@ -307,7 +311,6 @@ pub(crate) async fn open_any<T: ClientTransport + ?Sized>(
                     );
                 }
             }
-            let conn = connect_within(transport, endpoint, settings.connect_timeout).await?;
             let (opened, legacy) = open_conn(conn, &as_legacy).await?;
             Ok(OpenedSession {
                 opened,

@@ -426,3 +426,61 @@ async fn native_mode_keeps_the_clear_error() {
         "{got:?}"
     );
 }
+
+#[tokio::test]
+async fn a_broker_that_vanishes_after_our_hello_is_not_remembered_as_legacy() {
+    // What a plexwire broker going down looks like: the connection is taken,
+    // closed after the HELLO, and the endpoint is gone when dialled again.
+    let url = "mem://vanishing-broker";
+    let mut listener = transport::listen(url).await.unwrap();
+    let w = plexwire::builtin::register(Worker::new(WorkerConfig::default()));
+    let task = tokio::spawn({
+        let w = w.clone();
+        async move {
+            w.run_reconnecting(
+                &[url.to_owned()],
+                Backoff {
+                    initial: Duration::from_millis(1),
+                    max: Duration::from_millis(20),
+                    factor: 2.0,
+                },
+            )
+            .await
+        }
+    });
+    let conn = timeout(LIMIT, listener.accept()).await.unwrap().unwrap();
+    let (tx, mut rx) = conn.into_frames();
+    let hello = rx.recv_frame().await.unwrap().unwrap();
+    assert!(hello.starts_with(b"{"), "a JSON HELLO");
+    drop(listener);
+    drop((tx, rx));
+
+    // The broker comes back: the worker registers natively, so it streams events.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let broker = plexwire::broker::Broker::new(plexwire::broker::BrokerConfig::default());
+    let clients = broker
+        .listen_clients("mem://vanishing-clients")
+        .await
+        .unwrap();
+    broker.listen_workers(url).await.unwrap();
+    assert!(
+        broker.wait_for_capacity(4, LIMIT).await,
+        "the worker came back"
+    );
+    let client = Client::connect(clients.url()).await.unwrap();
+    let mut run = client.start("count", &json!({"to": 3})).await.unwrap();
+    let mut events = 0;
+    while timeout(LIMIT, run.next_event()).await.unwrap().is_some() {
+        events += 1;
+        if events == 3 {
+            break;
+        }
+    }
+    assert_eq!(events, 3, "a native session: events arrive");
+    assert_eq!(run.finish::<i64>().await.unwrap(), 3);
+    w.stop();
+    assert_eq!(
+        timeout(LIMIT, task).await.unwrap().unwrap().unwrap(),
+        WorkerExit::Stopped
+    );
+}
