@@ -432,7 +432,10 @@ impl Shared {
             return Some(Packet::error(
                 None,
                 ResultCode::BadPacket,
-                format!("this is a {listener} listener; connect as a {expected:?}"),
+                format!(
+                    "this is a {listener} listener: it takes HELLO with role `{listener}` only; a {other} connects to the broker's {other} listener",
+                    other = if side == Side::Client { "worker" } else { "client" },
+                ),
             ));
         }
         let required = if side == Side::Client {
