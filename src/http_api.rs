@@ -2,10 +2,10 @@
 //! side of it.
 //!
 //! The HTTP backend (plexwire-http) knows no packets: its
-//! [`exchange_route`](crate::transport::http::exchange_route) turns a
+//! [`exchange_route`] turns a
 //! request body into the first frame of an in-memory connection handed to
 //! the listener's accept queue, and streams every frame sent back as one
-//! NDJSON line until an [`Exchange`](crate::transport::http::Exchange) says
+//! NDJSON line until an [`Exchange`] says
 //! the exchange is complete. This module is that `Exchange` for
 //! ReasonChip's API: the body must be one JSON object (a packet — the broker
 //! sees a legacy JSON client, and answers a malformed packet BAD_PACKET like

@@ -220,7 +220,7 @@ enum Found<'a> {
     Route(&'a Route),
     /// The path is served, with other methods.
     WrongMethod(Vec<&'a Method>),
-    NotFound,
+    Nothing,
 }
 
 impl Router {
@@ -257,7 +257,7 @@ impl Router {
             }
         }
         if methods.is_empty() {
-            Found::NotFound
+            Found::Nothing
         } else {
             Found::WrongMethod(methods)
         }
@@ -331,7 +331,7 @@ impl Routes {
                 }
                 return r;
             }
-            Found::NotFound => {
+            Found::Nothing => {
                 return json_error(
                     StatusCode::NOT_FOUND,
                     format!(
