@@ -69,6 +69,9 @@ pub mod client;
 pub mod codec;
 mod conn;
 pub mod error;
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub mod http_api;
 pub mod link;
 pub mod protocol;
 pub mod reconnect;

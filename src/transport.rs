@@ -52,10 +52,15 @@ pub async fn listen_on(endpoint: &Endpoint) -> Result<Box<dyn ServerTransport>, 
         Scheme::Tls | Scheme::TlsUnix => Ok(Box::new(tls::bind(endpoint).await?)),
         #[cfg(feature = "quic")]
         Scheme::Quic => Ok(Box::new(plexwire_quic::QuicListener::bind(endpoint).await?)),
+        // Every HTTP listener also serves ReasonChip's POST endpoint.
         #[cfg(feature = "http")]
-        Scheme::Http => Ok(Box::new(plexwire_http::HttpListener::bind(endpoint).await?)),
+        Scheme::Http => Ok(Box::new(
+            plexwire_http::HttpListener::bind_with(endpoint, crate::http_api::router()).await?,
+        )),
         #[cfg(all(feature = "http", feature = "tls"))]
-        Scheme::Https => Ok(Box::new(plexwire_http::HttpListener::bind(endpoint).await?)),
+        Scheme::Https => Ok(Box::new(
+            plexwire_http::HttpListener::bind_with(endpoint, crate::http_api::router()).await?,
+        )),
         #[cfg(not(all(feature = "http", feature = "tls")))]
         Scheme::Https => Err(https_disabled(endpoint)),
         _ => Err(endpoint.feature_disabled()),

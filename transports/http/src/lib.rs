@@ -1,32 +1,33 @@
 //! plexwire's HTTP backend: `http://host:port`, and `https://host:port` with
 //! the `tls` feature.
 //!
-//! One listener serves two things:
+//! One listener, one port, several routes ([`Router`], [`Route`]):
 //!
-//! - **A full-duplex connection for plexwire clients and workers**: `GET
-//!   /v1/connect` with `Connection: Upgrade` and `Upgrade: plexwire/1` is
-//!   answered `101 Switching Protocols`, and the connection then carries
-//!   plexwire's u32 length-prefixed frames both ways, exactly as `tcp://`
-//!   does (so the broker's handshake and codec detection, native JSON and
-//!   bincode, work unchanged). [`HttpTransport`] is the connecting side: give
-//!   a plexwire client or worker an `http://` (or `https://`) endpoint and it
-//!   upgrades. This is for networks where only HTTP gets through: proxies
-//!   and load balancers that pass upgrades (as they do WebSocket's) pass it.
-//! - **ReasonChip's client endpoint**: `POST /v1/stream/stream` with one JSON
-//!   packet (a RUN) as the body is answered `200` with newline-delimited JSON
-//!   packets until the RESULT, so a ReasonChip 0.0.6 `HttpClient`, or
-//!   `curl -N`, can run pipelines through a plexwire broker. Each request
-//!   becomes one in-memory [`Connection`] (the broker sees a legacy JSON
-//!   client): its first frame is the body, and every frame sent back is one
-//!   NDJSON line. The response ends after the RESULT line; a client that
-//!   hangs up earlier closes the connection (the broker cancels the run). A
-//!   detached RUN is answered at once with an empty body. Unlike ReasonChip,
-//!   broker-generated answers (BAD_PACKET, NO_CAPACITY, …) come back as
-//!   ordinary RESULT lines, never a hang.
+//! - **A full-duplex connection for plexwire clients and workers**, always
+//!   there: `GET /v1/connect` with `Connection: Upgrade` and `Upgrade:
+//!   plexwire/1` is answered `101 Switching Protocols`, and the connection
+//!   then carries plexwire's u32 length-prefixed frames both ways, exactly as
+//!   `tcp://` does (so the broker's handshake and codec detection, native
+//!   JSON and bincode, work unchanged). [`HttpTransport`] is the connecting
+//!   side: give a plexwire client or worker an `http://` (or `https://`)
+//!   endpoint and it upgrades. This is for networks where only HTTP gets
+//!   through: proxies and load balancers that pass upgrades (as they do
+//!   WebSocket's) pass it.
+//! - **Routes other code adds**, given when binding
+//!   ([`HttpListener::bind_with`]) or later ([`HttpListener::routes`]): a
+//!   [`Handler`] answers a request with a response and may also hand
+//!   [`Connection`]s — byte streams or message channels — to the listener's
+//!   accept queue ([`RouteContext::handoff`]), so a WebSocket upgrade, static
+//!   files, `/metrics` or a status page share the port. [`exchange_route`]
+//!   is one kind: the request body becomes the first frame of an in-memory
+//!   connection handed over, and each frame sent back is one line of the
+//!   response until an [`Exchange`] says the last has come. The `plexwire`
+//!   crate builds ReasonChip's `POST /v1/stream/stream` (NDJSON) on it and
+//!   installs it on every listener `plexwire::transport::listen` binds; this
+//!   crate knows no packets.
 //!
-//! Both kinds of connection come out of the same [`HttpListener`]. A request
-//! the listener cannot serve gets a 4xx status with a JSON body
-//! `{"detail": "…"}` that says what was wrong and what to send instead;
+//! A request the listener cannot serve gets a 4xx status with a JSON body
+//! `{"detail": "…"}` that says what was wrong and lists the routes served;
 //! bodies are bounded by the endpoint's `max_frame_size`. A client whose
 //! upgrade is refused gets a [`TransportError::Connect`] naming the URL, the
 //! status and that detail.
@@ -84,14 +85,15 @@
 //!
 //! # Features
 //!
-//! - `tls`: `https://` ([`HttpListener::bind_with`] and
+//! - `tls`: `https://` ([`HttpListener::bind_tls`] and
 //!   [`HttpTransport::with_tls_config`] for settings made in code).
 
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod post;
+mod exchange;
+mod router;
 mod upgrade;
 
 use std::convert::Infallible;
@@ -100,10 +102,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use plexwire_transport::{
     Address, ClientTransport, Connection, Endpoint, PeerInfo, Scheme, ServerTransport,
@@ -116,10 +116,14 @@ use tokio::task::JoinHandle;
 #[cfg(feature = "tls")]
 use plexwire_tls::{TlsAcceptor, TlsClientConfig, TlsConnector, TlsServerConfig};
 
+pub use exchange::{exchange_route, Exchange, Reply};
+/// hyper, whose types routes are written in.
+pub use hyper;
+pub use hyper::Method;
+pub use router::{
+    full, json_error, Handler, Handoff, ResponseBody, Route, RouteContext, Router, Routes,
+};
 pub use upgrade::UPGRADE_TIMEOUT;
-
-/// The path ReasonChip's HTTP client posts to.
-pub const STREAM_PATH: &str = "/v1/stream/stream";
 
 /// The path plexwire peers upgrade on.
 pub const CONNECT_PATH: &str = "/v1/connect";
@@ -139,8 +143,6 @@ const MAX_HANDSHAKES: usize = 256;
 /// How long a client may take to send a request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-type Body = UnsyncBoxBody<Bytes, Infallible>;
-
 /// Stands in for the TLS acceptor in a build without TLS; never constructed.
 #[cfg(not(feature = "tls"))]
 #[derive(Clone, Debug)]
@@ -149,12 +151,14 @@ enum TlsAcceptor {}
 /// What every request handler of one listener needs.
 #[derive(Clone, Debug)]
 struct Shared {
-    /// Where accepted connections (upgraded, or one per POST) go.
+    /// Where accepted connections (upgraded, or handed over by a route) go.
     accept: mpsc::Sender<Connection>,
-    /// The endpoint's frame limit (also the POST body limit).
+    /// The endpoint's frame limit (also the bound of request bodies).
     max_frame_size: usize,
     /// `"http"` or `"https"`, for [`PeerInfo`].
     transport: &'static str,
+    /// The listener's routes.
+    routes: Routes,
 }
 
 /// The error for an `https://` endpoint in a build without TLS.
@@ -176,13 +180,16 @@ fn host_port(endpoint: &Endpoint) -> Result<(&str, u16, &str), TransportError> {
 }
 
 /// A bound `http://` or `https://` listener: plexwire peers upgrade to a
-/// full-duplex connection, ReasonChip clients post runs (see the crate
-/// documentation). Dropping it stops listening; connections already
-/// accepted go on.
+/// full-duplex connection on [`CONNECT_PATH`], and every other route of its
+/// [`Router`] is served on the same port (see the crate documentation).
+/// Connections the routes hand over come out of
+/// [`accept`](ServerTransport::accept). Dropping it stops listening;
+/// connections already accepted go on.
 #[derive(Debug)]
 pub struct HttpListener {
     endpoint: Endpoint,
     incoming: mpsc::Receiver<Connection>,
+    routes: Routes,
     server: JoinHandle<()>,
 }
 
@@ -194,57 +201,78 @@ impl Drop for HttpListener {
 
 impl HttpListener {
     /// Binds `endpoint` (`http://host:port`, or `https://host:port` with the
-    /// TLS settings in its URL; port 0 picks a free one).
+    /// TLS settings in its URL; port 0 picks a free one), serving the
+    /// plexwire upgrade only.
     pub async fn bind(endpoint: &Endpoint) -> Result<HttpListener, TransportError> {
+        HttpListener::bind_with(endpoint, Router::new()).await
+    }
+
+    /// Binds `endpoint` as [`HttpListener::bind`] does, serving `router`'s
+    /// routes besides the upgrade (whose path, [`CONNECT_PATH`], is taken).
+    pub async fn bind_with(
+        endpoint: &Endpoint,
+        router: Router,
+    ) -> Result<HttpListener, TransportError> {
         host_port(endpoint)?;
         match endpoint.scheme() {
             #[cfg(feature = "tls")]
             Scheme::Https => {
                 let config = TlsServerConfig::from_endpoint(endpoint)?;
-                HttpListener::bind_with(endpoint, &config).await
+                HttpListener::bind_tls(endpoint, &config, router).await
             }
             #[cfg(not(feature = "tls"))]
             Scheme::Https => Err(tls_disabled(endpoint)),
-            _ => HttpListener::start(endpoint, None).await,
+            _ => HttpListener::start(endpoint, None, router).await,
         }
     }
 
     /// Binds an `https://` endpoint with TLS settings made in code (the
-    /// URL's TLS options are ignored).
+    /// URL's TLS options are ignored), serving `router`'s routes besides the
+    /// upgrade.
     #[cfg(feature = "tls")]
     #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
-    pub async fn bind_with(
+    pub async fn bind_tls(
         endpoint: &Endpoint,
         config: &TlsServerConfig,
+        router: Router,
     ) -> Result<HttpListener, TransportError> {
         if endpoint.scheme() != Scheme::Https {
             return Err(endpoint.wrong_backend("https"));
         }
         // Read the certificate before binding, so a bad file binds nothing.
         TlsAcceptor::new(config, endpoint)?;
-        HttpListener::start(endpoint, Some(config)).await
+        HttpListener::start(endpoint, Some(config), router).await
+    }
+
+    /// The listener's routes: a route added here serves the next request.
+    /// (From a `Box<dyn ServerTransport>`:
+    /// `listener.as_any_mut().and_then(|l| l.downcast_mut::<HttpListener>())`.)
+    pub fn routes(&self) -> Routes {
+        self.routes.clone()
     }
 
     #[cfg(feature = "tls")]
     async fn start(
         endpoint: &Endpoint,
         tls: Option<&TlsServerConfig>,
+        router: Router,
     ) -> Result<HttpListener, TransportError> {
         let (tcp, bound) = HttpListener::listen(endpoint).await?;
         // Handshake errors name the address really bound.
         let acceptor = tls
             .map(|config| TlsAcceptor::new(config, &bound))
             .transpose()?;
-        Ok(HttpListener::serve(tcp, bound, acceptor))
+        Ok(HttpListener::serve(tcp, bound, acceptor, router))
     }
 
     #[cfg(not(feature = "tls"))]
     async fn start(
         endpoint: &Endpoint,
         _tls: Option<Infallible>,
+        router: Router,
     ) -> Result<HttpListener, TransportError> {
         let (tcp, bound) = HttpListener::listen(endpoint).await?;
-        Ok(HttpListener::serve(tcp, bound, None))
+        Ok(HttpListener::serve(tcp, bound, None, router))
     }
 
     async fn listen(endpoint: &Endpoint) -> Result<(TcpListener, Endpoint), TransportError> {
@@ -263,12 +291,33 @@ impl HttpListener {
         Ok((tcp, bound))
     }
 
-    fn serve(tcp: TcpListener, endpoint: Endpoint, tls: Option<TlsAcceptor>) -> HttpListener {
+    fn serve(
+        tcp: TcpListener,
+        endpoint: Endpoint,
+        tls: Option<TlsAcceptor>,
+        router: Router,
+    ) -> HttpListener {
         let (accept, incoming) = mpsc::channel(BACKLOG);
+        // The upgrade first: it takes the IO back as the type it was served on.
+        #[cfg(feature = "tls")]
+        let upgrade = match &tls {
+            None => upgrade::route::<TcpStream>(),
+            Some(_) => upgrade::route::<plexwire_tls::TlsStream<TcpStream>>(),
+        };
+        #[cfg(not(feature = "tls"))]
+        let upgrade = upgrade::route::<TcpStream>();
+        let mut all = Router::new().route(upgrade);
+        for route in router.routes() {
+            if route.path() != CONNECT_PATH {
+                all = all.route(route.clone());
+            }
+        }
+        let routes = Routes::new(all);
         let shared = Shared {
             accept,
             max_frame_size: endpoint.max_frame_size(),
             transport: if tls.is_some() { "https" } else { "http" },
+            routes: routes.clone(),
         };
         let server = match tls {
             None => tokio::spawn(serve_plain(tcp, shared)),
@@ -282,6 +331,7 @@ impl HttpListener {
         HttpListener {
             endpoint,
             incoming,
+            routes,
             server,
         }
     }
@@ -360,7 +410,7 @@ async fn serve_tls(tcp: TcpListener, acceptor: TlsAcceptor, url: String, shared:
 
 /// Serves HTTP/1.1 on one connection until it closes or is upgraded.
 async fn serve_http<I: upgrade::Halves>(io: I, peer: SocketAddr, shared: Shared) {
-    let service = hyper::service::service_fn(move |req| route::<I>(req, shared.clone(), peer));
+    let service = hyper::service::service_fn(move |req| route(req, shared.clone(), peer));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
@@ -373,21 +423,19 @@ async fn serve_http<I: upgrade::Halves>(io: I, peer: SocketAddr, shared: Shared)
     }
 }
 
-async fn route<I: upgrade::Halves>(
+async fn route(
     req: Request<Incoming>,
     shared: Shared,
     peer: SocketAddr,
-) -> Result<Response<Body>, Infallible> {
-    match req.uri().path() {
-        STREAM_PATH => post::handle(req, &shared, peer).await,
-        CONNECT_PATH => Ok(upgrade::accept::<I>(req, &shared, peer)),
-        _ => Ok(json_error(
-            StatusCode::NOT_FOUND,
-            format!(
-                "no such endpoint; POST one JSON packet to {STREAM_PATH} (ReasonChip's API), or GET {CONNECT_PATH} with `Connection: Upgrade` and `Upgrade: {UPGRADE_PROTOCOL}` (plexwire clients and workers)"
-            ),
-        )),
-    }
+) -> Result<Response<ResponseBody>, Infallible> {
+    let cx = RouteContext {
+        peer,
+        transport: shared.transport,
+        max_frame_size: shared.max_frame_size,
+        handoff: Handoff(shared.accept.clone()),
+        routes: shared.routes.clone(),
+    };
+    Ok(shared.routes.dispatch(req, cx).await)
 }
 
 #[async_trait]
@@ -399,18 +447,12 @@ impl ServerTransport for HttpListener {
     fn local_endpoint(&self) -> &Endpoint {
         &self.endpoint
     }
-}
 
-/// A refusal: `status` with the JSON body `{"detail": detail}`.
-fn json_error(status: StatusCode, detail: impl std::fmt::Display) -> Response<Body> {
-    let body = serde_json::json!({ "detail": detail.to_string() }).to_string();
-    let mut r = Response::new(Full::new(Bytes::from(body)).boxed_unsync());
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
-    );
-    r
+    /// `Some`: a program holding this listener as `Box<dyn ServerTransport>`
+    /// reaches its [`routes`](HttpListener::routes) by downcasting.
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        Some(self)
+    }
 }
 
 /// Connects plexwire peers to `http://` and `https://` endpoints: TCP (every
@@ -510,6 +552,7 @@ impl ClientTransport for HttpTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     fn ep(url: &str) -> Endpoint {
         Endpoint::parse(url).unwrap()
@@ -595,7 +638,7 @@ mod tests {
             plexwire_tls::Pem::file("/c.pem"),
             plexwire_tls::Pem::file("/k.pem"),
         );
-        let e = HttpListener::bind_with(&ep("http://127.0.0.1:0"), &config)
+        let e = HttpListener::bind_tls(&ep("http://127.0.0.1:0"), &config, Router::new())
             .await
             .unwrap_err();
         assert!(matches!(e, TransportError::WrongBackend { .. }), "{e}");

@@ -17,7 +17,6 @@
 //! hyper read past the HTTP head are replayed first.
 
 use std::io;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -31,7 +30,8 @@ use plexwire_transport::{Connection, Endpoint, PeerInfo, Scheme, TransportError}
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 
-use crate::{json_error, Body, Shared, CONNECT_PATH, STREAM_PATH, UPGRADE_PROTOCOL};
+use crate::router::{json_error, ResponseBody as Body, Route, RouteContext};
+use crate::{CONNECT_PATH, UPGRADE_PROTOCOL};
 
 /// How long a client waits for the answer to its upgrade request (after the
 /// TCP connection, and the TLS handshake for `https://`, are made).
@@ -120,21 +120,29 @@ fn upgrade_required(detail: String) -> Response<Body> {
     r
 }
 
+/// The upgrade's route on a listener serving HTTP over `I` (any method:
+/// a wrong one is explained here).
+pub(crate) fn route<I: Halves>() -> Route {
+    Route::any(CONNECT_PATH, |req, cx: RouteContext| async move {
+        accept::<I>(req, &cx)
+    })
+    .about(format!(
+        "GET with `Connection: Upgrade` and `Upgrade: {UPGRADE_PROTOCOL}`: plexwire clients and workers"
+    ))
+}
+
 /// Answers `GET /v1/connect`: `101 Switching Protocols` and, once hyper has
 /// sent it, the upgraded IO to the listener's accept queue; or a 4xx with a
 /// JSON `detail` saying what is wrong with the request.
-pub(crate) fn accept<I: Halves>(
-    mut req: Request<Incoming>,
-    shared: &Shared,
-    peer: SocketAddr,
-) -> Response<Body> {
+fn accept<I: Halves>(mut req: Request<Incoming>, cx: &RouteContext) -> Response<Body> {
+    let others = format!("this listener serves: {}", cx.describe_routes());
     let how =
         format!("GET {CONNECT_PATH} with `Connection: Upgrade` and `Upgrade: {UPGRADE_PROTOCOL}`");
     if req.method() != Method::GET {
         let mut r = json_error(
             StatusCode::METHOD_NOT_ALLOWED,
             format!(
-                "{CONNECT_PATH} takes GET, not {}: send {how} (plexwire clients and workers do, given an http:// endpoint); to run one packet, POST it to {STREAM_PATH}",
+                "{CONNECT_PATH} takes GET, not {}: send {how} (plexwire clients and workers do, given an http:// endpoint); {others}",
                 req.method()
             ),
         );
@@ -154,7 +162,7 @@ pub(crate) fn accept<I: Halves>(
     let offered = tokens(req.headers(), UPGRADE);
     if offered.is_empty() {
         return upgrade_required(format!(
-            "{CONNECT_PATH} switches to a plexwire connection and the request has no `Upgrade` header: send {how} (plexwire clients and workers do, given an http:// endpoint); to run one packet, POST it to {STREAM_PATH}"
+            "{CONNECT_PATH} switches to a plexwire connection and the request has no `Upgrade` header: send {how} (plexwire clients and workers do, given an http:// endpoint); {others}"
         ));
     }
     if !offered
@@ -174,19 +182,19 @@ pub(crate) fn accept<I: Halves>(
             ),
         );
     }
-    if shared.accept.is_closed() {
+    if cx.handoff().is_closed() {
         return json_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "the broker is not accepting connections",
         );
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let accept = shared.accept.clone();
+    let accept = cx.handoff().clone();
     let peer = PeerInfo {
-        transport: shared.transport,
-        remote: peer.to_string(),
+        transport: cx.transport(),
+        remote: cx.peer().to_string(),
     };
-    let max = shared.max_frame_size;
+    let max = cx.max_frame_size();
     // Resolves once hyper has written the 101 and let go of the IO.
     tokio::spawn(async move {
         match on_upgrade.await {

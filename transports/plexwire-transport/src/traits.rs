@@ -6,6 +6,7 @@
 //! object safe, so a program can pick its backend from a URL at run time and
 //! hold it as `Box<dyn …>`.
 
+use std::any::Any;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -35,6 +36,13 @@ pub trait ServerTransport: Send + Sync {
 
     /// The endpoint actually bound (with the real port when port 0 was asked for).
     fn local_endpoint(&self) -> &Endpoint;
+
+    /// This listener as [`Any`], so code holding it as `Box<dyn
+    /// ServerTransport>` can reach its backend's own API by downcasting (an
+    /// HTTP listener's routes). `None` unless the backend offers it.
+    fn as_any_mut(&mut self) -> Option<&mut dyn Any> {
+        None
+    }
 }
 
 #[async_trait]
@@ -59,5 +67,9 @@ impl<T: ServerTransport + ?Sized> ServerTransport for Box<T> {
 
     fn local_endpoint(&self) -> &Endpoint {
         (**self).local_endpoint()
+    }
+
+    fn as_any_mut(&mut self) -> Option<&mut dyn Any> {
+        (**self).as_any_mut()
     }
 }
