@@ -46,6 +46,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod backend;
 mod config;
 #[cfg(feature = "dev-certs")]
 #[cfg_attr(docsrs, doc(cfg(feature = "dev-certs")))]
@@ -57,9 +58,11 @@ use std::fmt;
 
 use async_trait::async_trait;
 use plexwire_transport::{
-    Address, ClientTransport, Connection, Endpoint, Scheme, ServerTransport, TransportError,
+    Address, ClientTransport, Connection, Endpoint, ServerTransport, TransportError,
 };
 use tokio::task::JoinSet;
+
+pub use backend::{backend, OPTIONS};
 
 pub use config::{ClientAuth, Pem, TlsClientConfig, TlsServerConfig, TlsVersions, VerifyLog};
 pub use explain::{explain, explain_alert, explain_sent_alert, Side};
@@ -73,14 +76,17 @@ const MAX_HANDSHAKES: usize = 256;
 /// `unix:///path` (with its `mode`) under `tls+unix://`.
 fn inner_endpoint(endpoint: &Endpoint) -> Result<Endpoint, TransportError> {
     let url = match (endpoint.scheme(), endpoint.address()) {
-        (Scheme::Tls, Address::Host { host, port, .. }) if host.contains(':') => {
+        ("tls", Address::Host { host, port, .. }) if host.contains(':') => {
             format!("tcp://[{host}]:{port}")
         }
-        (Scheme::Tls, Address::Host { host, port, .. }) => format!("tcp://{host}:{port}"),
-        (Scheme::TlsUnix, Address::Path(p)) => match endpoint.unix_mode() {
-            Some(mode) => format!("unix://{}?mode={mode:o}", p.display()),
-            None => format!("unix://{}", p.display()),
-        },
+        ("tls", Address::Host { host, port, .. }) => format!("tcp://{host}:{port}"),
+        ("tls+unix", Address::Path(p)) => {
+            let path = plexwire_transport::encode_url_part(&p.to_string_lossy());
+            match endpoint.unix_mode() {
+                Some(mode) => format!("unix://{path}?mode={mode:o}"),
+                None => format!("unix://{path}"),
+            }
+        }
         _ => return Err(endpoint.wrong_backend("tls")),
     };
     Ok(Endpoint::parse(&url)?.with_max_frame_size(endpoint.max_frame_size()))
@@ -118,6 +124,7 @@ impl TlsTransport {
 #[async_trait]
 impl ClientTransport for TlsTransport {
     async fn connect(&self, endpoint: &Endpoint) -> Result<Connection, TransportError> {
+        let endpoint = &backend().check(endpoint)?;
         let inner = inner_endpoint(endpoint)?;
         let config = match &self.config {
             Some(c) => c.clone(),
@@ -125,7 +132,7 @@ impl ClientTransport for TlsTransport {
         };
         let connector = TlsConnector::new(&config, endpoint)?;
         let plain = match endpoint.scheme() {
-            Scheme::TlsUnix => plexwire_unix::UnixTransport.connect(&inner).await,
+            "tls+unix" => plexwire_unix::UnixTransport.connect(&inner).await,
             _ => plexwire_tcp::TcpTransport.connect(&inner).await,
         }
         .map_err(|e| rename(e, endpoint))?;
@@ -170,11 +177,12 @@ impl TlsListener {
         endpoint: &Endpoint,
         config: &TlsServerConfig,
     ) -> Result<TlsListener, TransportError> {
+        let endpoint = &backend().check(endpoint)?;
         let inner_ep = inner_endpoint(endpoint)?;
         // Read the certificate before binding, so a bad file leaves no socket behind.
         let acceptor = TlsAcceptor::new(config, endpoint)?;
         let inner: Box<dyn ServerTransport> = match endpoint.scheme() {
-            Scheme::TlsUnix => Box::new(
+            "tls+unix" => Box::new(
                 plexwire_unix::UnixListener::bind(&inner_ep)
                     .await
                     .map_err(|e| rename(e, endpoint))?,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use plexwire_transport::{Connection, Endpoint, Io, PeerInfo, Scheme, TransportError};
+use plexwire_transport::{Connection, Endpoint, Io, PeerInfo, TransportError};
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -25,7 +25,7 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn transport_name(endpoint: &Endpoint) -> &'static str {
     match endpoint.scheme() {
-        Scheme::TlsUnix => "tls+unix",
+        "tls+unix" => "tls+unix",
         _ => "tls",
     }
 }
