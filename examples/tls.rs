@@ -17,7 +17,7 @@
 mod common;
 
 use plexwire::transport::tls::dev::write_dev_set;
-use plexwire::transport::{Endpoint, Scheme};
+use plexwire::transport::Endpoint;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -37,7 +37,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let address = bound.url().split('?').next().unwrap_or_default();
         match bound.scheme() {
             // Mutual TLS: the worker presents its client certificate.
-            Scheme::TlsUnix => format!(
+            "tls+unix" => format!(
                 "{address}?ca={ca}&cert={}&key={}",
                 pem.client_cert.display(),
                 pem.client_key.display()

@@ -1,9 +1,13 @@
-//! One conformance suite, run against every transport backend.
+//! One conformance suite, run against every backend of
+//! `plexwire::transport::registry()`.
 //!
-//! Each backend joins by adding one line to the `backends!` list at the end:
-//! a module name and a function that makes a fresh [`Backend`]: the URL to
-//! listen on, and what a connecting side adds to the listener's address
-//! (nothing, or for TLS and QUIC the CA to trust).
+//! Each case is one test that runs over every loopback variant of every
+//! registered backend (`tcp`, `tcp_v6`, `unix`, `tls_unix`, …) in turn and
+//! names the ones that failed; a backend joins by being registered, with no
+//! edit here. Each variant gives a fresh [`Backend`]: the URL to listen on,
+//! and what a connecting side adds to the listener's address (nothing, or
+//! for the TLS-based backends the CA to trust). `PLEXWIRE_BACKENDS=quic,tcp`
+//! narrows a run to those variants.
 
 mod common;
 
@@ -314,49 +318,52 @@ pub async fn a_protocol_of_its_own_runs_over_the_shared_layer(b: Backend) {
     timeout(LIMIT, server).await.expect("server done").unwrap();
 }
 
-macro_rules! suite {
-    ($(#[$attr:meta])* $backend:ident, $url:expr, $($case:ident),* $(,)?) => {
-        $(#[$attr])*
-        mod $backend {
+/// One test per case, over every variant.
+macro_rules! cases {
+    ($($case:ident),* $(,)?) => {
+        mod over_every_backend {
             $(
                 #[tokio::test]
                 async fn $case() {
-                    super::$case($url()).await;
+                    crate::common::each(crate::common::variants(), |v| super::$case(v.fresh())).await;
                 }
             )*
         }
     };
 }
 
-macro_rules! backends {
-    ($($(#[$attr:meta])* $backend:ident => $url:path),* $(,)?) => {
-        $(
-            suite!($(#[$attr])* $backend, $url,
-                connect_and_accept,
-                frames_both_ways_concurrently,
-                frame_at_the_limit_passes_one_over_is_rejected,
-                oversized_frame_from_a_peer_is_a_typed_error,
-                two_hundred_concurrent_connections,
-                peer_close_is_end_of_stream,
-                listener_shutdown_refuses_new_connections,
-                connecting_to_nothing_is_a_clear_error,
-                a_protocol_of_its_own_runs_over_the_shared_layer,
-            );
-        )*
-    };
-}
+cases!(
+    connect_and_accept,
+    frames_both_ways_concurrently,
+    frame_at_the_limit_passes_one_over_is_rejected,
+    oversized_frame_from_a_peer_is_a_typed_error,
+    two_hundred_concurrent_connections,
+    peer_close_is_end_of_stream,
+    listener_shutdown_refuses_new_connections,
+    connecting_to_nothing_is_a_clear_error,
+    a_protocol_of_its_own_runs_over_the_shared_layer,
+);
 
-// One line per backend.
-backends! {
-    mem => crate::common::backends::mem,
-    tcp => crate::common::backends::tcp,
-    tcp_v6 => crate::common::backends::tcp6,
-    unix => crate::common::backends::unix,
-    #[cfg(feature = "tls")] tls => crate::common::backends::tls,
-    #[cfg(feature = "tls")] tls_unix => crate::common::backends::tls_unix,
-    #[cfg(feature = "quic")] quic => crate::common::backends::quic,
-    #[cfg(feature = "quic")] quic_v6 => crate::common::backends::quic6,
-    #[cfg(feature = "http")] http => crate::common::backends::http,
-    #[cfg(feature = "http")] http_v6 => crate::common::backends::http6,
-    #[cfg(all(feature = "http", feature = "tls"))] https => crate::common::backends::https,
+/// The variants the suites run over include every compiled-in backend.
+#[test]
+fn every_registered_backend_is_covered() {
+    let labels: Vec<String> = common::variants().into_iter().map(|v| v.label).collect();
+    if std::env::var_os("PLEXWIRE_BACKENDS").is_some() {
+        return; // narrowed on purpose
+    }
+    for b in transport::registry().backends() {
+        assert!(
+            common::variants()
+                .iter()
+                .any(|v| b.scheme(v.scheme).is_some()),
+            "backend {} has no loopback variant ({labels:?})",
+            b.name()
+        );
+    }
+    for expected in ["mem", "tcp", "tcp_v6", "unix"] {
+        assert!(
+            labels.iter().any(|l| l == expected),
+            "{expected} missing: {labels:?}"
+        );
+    }
 }

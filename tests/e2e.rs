@@ -1,5 +1,8 @@
-//! Broker, worker and client end to end, the same tests over every transport
-//! (one line per backend at the end), with JSON and bincode peers.
+//! Broker, worker and client end to end, the same tests over every backend
+//! of `plexwire::transport::registry()` (the first loopback variant of each
+//! scheme: `tcp`, not also `tcp_v6`), with JSON and bincode peers. Each case
+//! is one test that runs over the backends in turn and names the ones that
+//! failed; `PLEXWIRE_BACKENDS=tcp,quic` narrows a run.
 
 mod common;
 
@@ -15,7 +18,7 @@ use plexwire::RunError;
 use serde_json::{json, Value};
 use tokio::time::timeout;
 
-use common::Backend;
+use common::Variant;
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -25,9 +28,9 @@ struct Setup {
     workers: Endpoint,
 }
 
-async fn setup(backend: fn() -> Backend, config: BrokerConfig) -> Setup {
+async fn setup(backend: &Variant, config: BrokerConfig) -> Setup {
     let broker = Broker::new(config);
-    let (c, w) = (backend(), backend());
+    let (c, w) = (backend.fresh(), backend.fresh());
     let clients = c.connect_endpoint(&broker.listen_clients(&c.listen).await.unwrap());
     let workers = w.connect_endpoint(&broker.listen_workers(&w.listen).await.unwrap());
     Setup {
@@ -88,8 +91,8 @@ impl Setup {
     }
 }
 
-pub async fn runs_echo_add_fail(backend: fn() -> Backend) {
-    let s = setup(backend, BrokerConfig::default()).await;
+pub async fn runs_echo_add_fail(backend: Variant) {
+    let s = setup(&backend, BrokerConfig::default()).await;
     s.spawn_worker(worker(4, CodecKind::Json));
     s.wait_capacity(4).await;
     let c = s.client(CodecKind::Json).await;
@@ -127,8 +130,8 @@ pub async fn runs_echo_add_fail(backend: fn() -> Backend) {
     assert_eq!(st.completed, 2);
 }
 
-pub async fn many_concurrent_calls_on_one_connection(backend: fn() -> Backend) {
-    let s = setup(backend, BrokerConfig::default()).await;
+pub async fn many_concurrent_calls_on_one_connection(backend: Variant) {
+    let s = setup(&backend, BrokerConfig::default()).await;
     s.spawn_worker(worker(8, CodecKind::Json));
     s.spawn_worker(worker(8, CodecKind::Bincode));
     s.wait_capacity(16).await;
@@ -148,13 +151,13 @@ pub async fn many_concurrent_calls_on_one_connection(backend: fn() -> Backend) {
     s.wait_idle().await;
 }
 
-pub async fn codec_agnostic_routing(backend: fn() -> Backend) {
+pub async fn codec_agnostic_routing(backend: Variant) {
     // JSON client → bincode worker, and bincode client → JSON worker.
     for (client_codec, worker_codec) in [
         (CodecKind::Json, CodecKind::Bincode),
         (CodecKind::Bincode, CodecKind::Json),
     ] {
-        let s = setup(backend, BrokerConfig::default()).await;
+        let s = setup(&backend, BrokerConfig::default()).await;
         s.spawn_worker(worker(2, worker_codec));
         s.wait_capacity(2).await;
         let c = s.client(client_codec).await;
@@ -168,8 +171,8 @@ pub async fn codec_agnostic_routing(backend: fn() -> Backend) {
     }
 }
 
-pub async fn events_stream_then_the_result(backend: fn() -> Backend) {
-    let s = setup(backend, BrokerConfig::default()).await;
+pub async fn events_stream_then_the_result(backend: Variant) {
+    let s = setup(&backend, BrokerConfig::default()).await;
     s.spawn_worker(worker(2, CodecKind::Json));
     s.wait_capacity(2).await;
     let c = s.client(CodecKind::Json).await;
@@ -182,8 +185,8 @@ pub async fn events_stream_then_the_result(backend: fn() -> Backend) {
     assert_eq!(h.finish::<u64>().await.unwrap(), 50);
 }
 
-pub async fn cancel_answers_cancelled_and_frees_the_slot(backend: fn() -> Backend) {
-    let s = setup(backend, BrokerConfig::default()).await;
+pub async fn cancel_answers_cancelled_and_frees_the_slot(backend: Variant) {
+    let s = setup(&backend, BrokerConfig::default()).await;
     s.spawn_worker(worker(1, CodecKind::Json));
     s.wait_capacity(1).await;
     let c = s.client(CodecKind::Json).await;
@@ -202,8 +205,8 @@ pub async fn cancel_answers_cancelled_and_frees_the_slot(backend: fn() -> Backen
     );
 }
 
-pub async fn dropping_a_handle_cancels_and_timeouts_cancel_remotely(backend: fn() -> Backend) {
-    let s = setup(backend, BrokerConfig::default()).await;
+pub async fn dropping_a_handle_cancels_and_timeouts_cancel_remotely(backend: Variant) {
+    let s = setup(&backend, BrokerConfig::default()).await;
     s.spawn_worker(worker(1, CodecKind::Json));
     s.wait_capacity(1).await;
     let c = s.client(CodecKind::Json).await;
@@ -223,9 +226,9 @@ pub async fn dropping_a_handle_cancels_and_timeouts_cancel_remotely(backend: fn(
     assert_eq!(c.pending(), 0);
 }
 
-pub async fn queue_waits_for_a_slot_and_zero_queue_refuses(backend: fn() -> Backend) {
+pub async fn queue_waits_for_a_slot_and_zero_queue_refuses(backend: Variant) {
     let s = setup(
-        backend,
+        &backend,
         BrokerConfig {
             queue_limit: 8,
             ..BrokerConfig::default()
@@ -244,7 +247,7 @@ pub async fn queue_waits_for_a_slot_and_zero_queue_refuses(backend: fn() -> Back
         assert_eq!(r.unwrap(), "slept");
     }
     let s = setup(
-        backend,
+        &backend,
         BrokerConfig {
             queue_limit: 0,
             ..BrokerConfig::default()
@@ -262,8 +265,8 @@ pub async fn queue_waits_for_a_slot_and_zero_queue_refuses(backend: fn() -> Back
     s.wait_idle().await;
 }
 
-pub async fn worker_gone_answers_worker_went_away(backend: fn() -> Backend) {
-    let s = setup(backend, BrokerConfig::default()).await;
+pub async fn worker_gone_answers_worker_went_away(backend: Variant) {
+    let s = setup(&backend, BrokerConfig::default()).await;
     let w = worker(2, CodecKind::Json);
     let task = s.spawn_worker(w);
     s.wait_capacity(2).await;
@@ -276,11 +279,11 @@ pub async fn worker_gone_answers_worker_went_away(backend: fn() -> Backend) {
     s.wait_idle().await;
 }
 
-pub async fn client_gone_cancels_its_runs_at_the_worker(backend: fn() -> Backend) {
+pub async fn client_gone_cancels_its_runs_at_the_worker(backend: Variant) {
     use plexwire::codec::{encode_hello, Codec, Json};
     use plexwire::protocol::{Packet, Role};
     use plexwire::transport::ClientTransport;
-    let s = setup(backend, BrokerConfig::default()).await;
+    let s = setup(&backend, BrokerConfig::default()).await;
     s.spawn_worker(worker(2, CodecKind::Json));
     s.wait_capacity(2).await;
     // A raw client that starts two long runs, then vanishes without a word.
@@ -321,8 +324,8 @@ pub async fn client_gone_cancels_its_runs_at_the_worker(backend: fn() -> Backend
     );
 }
 
-pub async fn broker_gone_answers_broker_went_away(backend: fn() -> Backend) {
-    let s = setup(backend, BrokerConfig::default()).await;
+pub async fn broker_gone_answers_broker_went_away(backend: Variant) {
+    let s = setup(&backend, BrokerConfig::default()).await;
     s.spawn_worker(worker(2, CodecKind::Json));
     s.wait_capacity(2).await;
     let c = s.client(CodecKind::Json).await;
@@ -335,8 +338,8 @@ pub async fn broker_gone_answers_broker_went_away(backend: fn() -> Backend) {
     assert!(matches!(r, Err(RunError::BrokerWentAway { .. })), "{r:?}");
 }
 
-pub async fn detached_runs_finish_without_the_client(backend: fn() -> Backend) {
-    let s = setup(backend, BrokerConfig::default()).await;
+pub async fn detached_runs_finish_without_the_client(backend: Variant) {
+    let s = setup(&backend, BrokerConfig::default()).await;
     s.spawn_worker(worker(1, CodecKind::Json));
     s.wait_capacity(1).await;
     let c = s.client(CodecKind::Json).await;
@@ -354,8 +357,8 @@ pub async fn detached_runs_finish_without_the_client(backend: fn() -> Backend) {
     s.wait_idle().await;
 }
 
-pub async fn a_panicking_handler_does_not_kill_the_worker(backend: fn() -> Backend) {
-    let s = setup(backend, BrokerConfig::default()).await;
+pub async fn a_panicking_handler_does_not_kill_the_worker(backend: Variant) {
+    let s = setup(&backend, BrokerConfig::default()).await;
     let w = worker(1, CodecKind::Json).pipeline("panic", |_ctx, _v: Value| async move {
         if true {
             panic!("handler bug");
@@ -380,8 +383,8 @@ pub async fn a_panicking_handler_does_not_kill_the_worker(backend: fn() -> Backe
     );
 }
 
-pub async fn broker_shutdown_drains_native_workers(backend: fn() -> Backend) {
-    let s = setup(backend, BrokerConfig::default()).await;
+pub async fn broker_shutdown_drains_native_workers(backend: Variant) {
+    let s = setup(&backend, BrokerConfig::default()).await;
     let task = s.spawn_worker(worker(1, CodecKind::Json));
     s.wait_capacity(1).await;
     let c = s.client(CodecKind::Json).await;
@@ -401,11 +404,11 @@ pub async fn broker_shutdown_drains_native_workers(backend: fn() -> Backend) {
         .unwrap();
 }
 
-pub async fn a_saturated_worker_never_refuses_a_dispatched_run(backend: fn() -> Backend) {
+pub async fn a_saturated_worker_never_refuses_a_dispatched_run(backend: Variant) {
     // Regression: the worker freed a slot after the broker could already send
     // the next RUN into it (ReasonChip 0.0.6's capacity race), answering NO_CAPACITY.
     let s = setup(
-        backend,
+        &backend,
         BrokerConfig {
             queue_limit: 4096,
             ..BrokerConfig::default()
@@ -432,51 +435,33 @@ pub async fn a_saturated_worker_never_refuses_a_dispatched_run(backend: fn() -> 
     s.wait_idle().await;
 }
 
-macro_rules! suite {
-    ($(#[$attr:meta])* $backend:ident, $url:path, $($case:ident),* $(,)?) => {
-        $(#[$attr])*
-        mod $backend {
+/// One test per case, over the first variant of every scheme.
+macro_rules! cases {
+    ($($case:ident),* $(,)?) => {
+        mod over_every_backend {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
-                    super::$case($url).await;
+                    crate::common::each(crate::common::one_per_scheme(), super::$case).await;
                 }
             )*
         }
     };
 }
 
-macro_rules! backends {
-    ($($(#[$attr:meta])* $backend:ident => $url:path),* $(,)?) => {
-        $(
-            suite!($(#[$attr])* $backend, $url,
-                runs_echo_add_fail,
-                many_concurrent_calls_on_one_connection,
-                codec_agnostic_routing,
-                events_stream_then_the_result,
-                cancel_answers_cancelled_and_frees_the_slot,
-                dropping_a_handle_cancels_and_timeouts_cancel_remotely,
-                queue_waits_for_a_slot_and_zero_queue_refuses,
-                worker_gone_answers_worker_went_away,
-                client_gone_cancels_its_runs_at_the_worker,
-                broker_gone_answers_broker_went_away,
-                detached_runs_finish_without_the_client,
-                a_panicking_handler_does_not_kill_the_worker,
-                broker_shutdown_drains_native_workers,
-                a_saturated_worker_never_refuses_a_dispatched_run,
-            );
-        )*
-    };
-}
-
-// One line per backend.
-backends! {
-    mem => crate::common::backends::mem,
-    tcp => crate::common::backends::tcp,
-    unix => crate::common::backends::unix,
-    #[cfg(feature = "tls")] tls => crate::common::backends::tls,
-    #[cfg(feature = "tls")] tls_unix => crate::common::backends::tls_unix,
-    #[cfg(feature = "quic")] quic => crate::common::backends::quic,
-    #[cfg(feature = "http")] http => crate::common::backends::http,
-    #[cfg(all(feature = "http", feature = "tls"))] https => crate::common::backends::https,
-}
+cases!(
+    runs_echo_add_fail,
+    many_concurrent_calls_on_one_connection,
+    codec_agnostic_routing,
+    events_stream_then_the_result,
+    cancel_answers_cancelled_and_frees_the_slot,
+    dropping_a_handle_cancels_and_timeouts_cancel_remotely,
+    queue_waits_for_a_slot_and_zero_queue_refuses,
+    worker_gone_answers_worker_went_away,
+    client_gone_cancels_its_runs_at_the_worker,
+    broker_gone_answers_broker_went_away,
+    detached_runs_finish_without_the_client,
+    a_panicking_handler_does_not_kill_the_worker,
+    broker_shutdown_drains_native_workers,
+    a_saturated_worker_never_refuses_a_dispatched_run,
+);

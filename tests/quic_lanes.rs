@@ -18,7 +18,7 @@ const LIMIT: Duration = Duration::from_secs(20);
 /// A connected pair: `(connecting side, accepted side)`, each side with its
 /// own `streams=` option.
 async fn pair(client_streams: &str, server_streams: &str) -> (Connection, Connection) {
-    let b = common::backends::quic();
+    let b = common::variant("quic").fresh();
     let mut l = transport::listen(&b.listen_with(&format!("streams={server_streams}")))
         .await
         .unwrap();

@@ -1,58 +1,29 @@
-//! `tls://` and `tls+unix://`: TLS (plexwire-tls) composed over the TCP and
-//! UNIX-socket backends.
+//! `tls://` and `tls+unix://` from code: TLS (plexwire-tls) over the plain
+//! backends of this build's [`registry()`](super::registry).
 //!
-//! plexwire-tls runs TLS over any byte stream and knows no socket type; this
-//! module is the composition: the plain endpoint under a TLS one
-//! (`tls://h:p` → `tcp://h:p`, `tls+unix:///p?mode=…` → `unix:///p?mode=…`),
-//! the plain backend that reaches it, and plain errors renamed after the TLS
-//! URL. Everything of plexwire-tls is re-exported here too.
+//! plexwire-tls runs TLS over any byte stream and knows no socket type: it
+//! maps a TLS endpoint to the plain one under it (`tls://h:p` → `tcp://h:p`,
+//! `tls+unix:///p?mode=…` → `unix:///p?mode=…`, [`plain_endpoint`]) and asks
+//! a registry for that. The registry's own `tls` entry does so per URL; the
+//! functions here are the same composition for settings made in code
+//! ([`TlsTransport::with_config`], [`bind_with`]). Everything of
+//! plexwire-tls is re-exported here too.
 
 use async_trait::async_trait;
 pub use plexwire_tls::*;
-use plexwire_transport::{
-    Address, ClientTransport, Connection, Endpoint, Scheme, ServerTransport, TransportError,
-};
+use plexwire_transport::{ClientTransport, Connection, Endpoint, TransportError};
 
-/// The plain endpoint under a TLS one: `tcp://host:port` under `tls://`,
-/// `unix:///path` (with its `mode`) under `tls+unix://`.
-fn plain_endpoint(endpoint: &Endpoint) -> Result<Endpoint, TransportError> {
-    let url = match (endpoint.scheme(), endpoint.address()) {
-        (Scheme::Tls, Address::Host { host, port, .. }) if host.contains(':') => {
-            format!("tcp://[{host}]:{port}")
-        }
-        (Scheme::Tls, Address::Host { host, port, .. }) => format!("tcp://{host}:{port}"),
-        (Scheme::TlsUnix, Address::Path(p)) => match endpoint.unix_mode() {
-            Some(mode) => format!("unix://{}?mode={mode:o}", p.display()),
-            None => format!("unix://{}", p.display()),
-        },
-        _ => return Err(endpoint.wrong_backend("tls")),
-    };
-    Ok(Endpoint::parse(&url)?.with_max_frame_size(endpoint.max_frame_size()))
-}
+use super::registry;
 
-/// Errors of the plain backend name the plain URL; say the TLS one instead.
-fn rename(e: TransportError, endpoint: &Endpoint) -> TransportError {
-    let url = endpoint.url().to_owned();
-    match e {
-        TransportError::Connect { source, .. } => TransportError::Connect { url, source },
-        TransportError::Bind { source, .. } => TransportError::Bind { url, source },
-        other => other,
-    }
-}
-
-/// Connects to the plain endpoint under a `tls://` or `tls+unix://` one.
+/// Connects to the plain endpoint under a `tls://` or `tls+unix://` one,
+/// with this build's registry.
 #[derive(Debug, Clone, Copy, Default)]
 struct Plain;
 
 #[async_trait]
 impl ClientTransport for Plain {
     async fn connect(&self, endpoint: &Endpoint) -> Result<Connection, TransportError> {
-        let plain = plain_endpoint(endpoint)?;
-        match endpoint.scheme() {
-            Scheme::TlsUnix => plexwire_unix::UnixTransport.connect(&plain).await,
-            _ => plexwire_tcp::TcpTransport.connect(&plain).await,
-        }
-        .map_err(|e| rename(e, endpoint))
+        connect_plain(registry(), endpoint).await
     }
 }
 
@@ -76,20 +47,9 @@ pub async fn bind_with(
     endpoint: &Endpoint,
     config: &TlsServerConfig,
 ) -> Result<TlsListener, TransportError> {
-    let plain = plain_endpoint(endpoint)?;
+    let endpoint = &plexwire_tls::backend().check(endpoint)?;
     // Read the certificate before binding, so a bad file leaves no socket behind.
     let acceptor = TlsAcceptor::new(config, endpoint)?;
-    let inner: Box<dyn ServerTransport> = match endpoint.scheme() {
-        Scheme::TlsUnix => Box::new(
-            plexwire_unix::UnixListener::bind(&plain)
-                .await
-                .map_err(|e| rename(e, endpoint))?,
-        ),
-        _ => Box::new(
-            plexwire_tcp::TcpListener::bind(&plain)
-                .await
-                .map_err(|e| rename(e, endpoint))?,
-        ),
-    };
+    let inner = listen_plain(registry(), endpoint).await?;
     Ok(TlsListener::over(inner, acceptor))
 }

@@ -1,10 +1,17 @@
 //! Shared by the suites that run over every transport (conformance, e2e):
-//! how a suite reaches a backend, and the test certificates of the TLS and
-//! QUIC backends, made at test time.
+//! the backends of `plexwire::transport::registry()` as loopback variants,
+//! how a suite reaches one, and the test certificates of the TLS-based
+//! backends, made at test time.
+//!
+//! A suite never lists backends: a backend registered in the facade (with a
+//! loopback function) is picked up by every suite. `PLEXWIRE_BACKENDS=tcp,quic_v6`
+//! runs only the variants with those labels.
 
 #![allow(dead_code)] // each test binary uses a part
 
-use plexwire::transport::{Endpoint, DEFAULT_MAX_FRAME_SIZE};
+use std::future::Future;
+
+use plexwire::transport::{registry, Endpoint, LoopbackEnv, DEFAULT_MAX_FRAME_SIZE};
 
 /// How a suite reaches one backend: the URL to listen on, and the options a
 /// connecting side puts on the listener's address. For TLS and QUIC a
@@ -19,14 +26,6 @@ pub struct Backend {
 }
 
 impl Backend {
-    /// A backend whose connecting side needs no options.
-    pub fn plain(listen: impl Into<String>) -> Backend {
-        Backend {
-            listen: listen.into(),
-            connect_opts: String::new(),
-        }
-    }
-
     /// The listen URL with one more query option.
     pub fn listen_with(&self, opt: &str) -> String {
         let sep = if self.listen.contains('?') { '&' } else { '?' };
@@ -108,6 +107,16 @@ pub mod certs {
         })
     }
 
+    /// The test PKI as the registry's loopback functions take it.
+    pub fn dev_certs() -> plexwire::transport::DevCerts {
+        let f = files();
+        plexwire::transport::DevCerts {
+            ca: f.ca.clone().into(),
+            cert: f.cert.clone().into(),
+            key: f.key.clone().into(),
+        }
+    }
+
     /// `cert=…&key=…`: what a listener presents.
     pub fn listen_opts() -> String {
         let f = files();
@@ -120,72 +129,119 @@ pub mod certs {
     }
 }
 
-/// The backends every suite runs over, each with a fresh address.
-pub mod backends {
-    use super::Backend;
-
-    /// A name no other listener of this test process has.
-    pub fn unique() -> String {
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        format!("{}-{n}", std::process::id())
-    }
-
-    /// A fresh UNIX socket path in a shared scratch directory.
-    pub fn socket_path() -> String {
-        let dir = std::env::temp_dir().join("plexwire-suites");
-        std::fs::create_dir_all(&dir).expect("create the socket directory");
-        dir.join(format!("{}.sock", unique())).display().to_string()
-    }
-
-    pub fn mem() -> Backend {
-        Backend::plain(format!("mem://suite-{}", unique()))
-    }
-    pub fn tcp() -> Backend {
-        Backend::plain("tcp://127.0.0.1:0")
-    }
-    pub fn tcp6() -> Backend {
-        Backend::plain("tcp://[::1]:0")
-    }
-    pub fn unix() -> Backend {
-        Backend::plain(format!("unix://{}", socket_path()))
-    }
-
-    /// `scheme_and_address` with the test certificate and key; peers trust the test CA.
+/// What the loopback functions of the registry's backends get: a scratch
+/// directory for socket files, and the test certificates when a TLS-based
+/// backend is compiled in.
+pub fn env() -> LoopbackEnv {
+    let scratch_dir = std::env::temp_dir().join("plexwire-suites");
+    std::fs::create_dir_all(&scratch_dir).expect("create the socket directory");
     #[cfg(any(feature = "tls", feature = "quic"))]
-    fn encrypted(scheme_and_address: String) -> Backend {
-        use super::certs;
+    let certs = Some(certs::dev_certs());
+    #[cfg(not(any(feature = "tls", feature = "quic")))]
+    let certs = None;
+    LoopbackEnv { scratch_dir, certs }
+}
+
+/// One loopback variant of a registered backend (`tcp`, `tcp_v6`, `tls_unix`, …).
+#[derive(Clone, Debug)]
+pub struct Variant {
+    /// Its label, as in test output.
+    pub label: String,
+    /// Its scheme, which finds its backend in the registry.
+    pub scheme: &'static str,
+}
+
+impl Variant {
+    /// A fresh [`Backend`] of this variant: a new socket path or name each call.
+    pub fn fresh(&self) -> Backend {
+        let backend = registry()
+            .backend(self.scheme)
+            .unwrap_or_else(|| panic!("no backend serves {}", self.scheme));
+        let v = backend
+            .loopback_variants(&env())
+            .unwrap_or_else(|e| panic!("{}: {e}", self.label))
+            .into_iter()
+            .find(|v| v.label == self.label)
+            .unwrap_or_else(|| panic!("{} is no longer a variant", self.label));
         Backend {
-            listen: format!("{scheme_and_address}?{}", certs::listen_opts()),
-            connect_opts: certs::connect_opts(),
+            listen: v.listen,
+            connect_opts: v.connect_options,
         }
     }
-    #[cfg(feature = "tls")]
-    pub fn tls() -> Backend {
-        encrypted("tls://127.0.0.1:0".into())
+}
+
+/// Every loopback variant of every registered backend (all of them, or those
+/// `PLEXWIRE_BACKENDS` names).
+pub fn variants() -> Vec<Variant> {
+    let all = registry()
+        .loopback(&env())
+        .unwrap_or_else(|e| panic!("loopback variants: {e}"));
+    let only = std::env::var("PLEXWIRE_BACKENDS").ok();
+    let only: Option<Vec<&str>> = only
+        .as_deref()
+        .map(|s| s.split(',').map(str::trim).collect());
+    all.into_iter()
+        .filter(|v| only.as_ref().is_none_or(|o| o.contains(&v.label.as_str())))
+        .map(|v| Variant {
+            label: v.label,
+            scheme: v.scheme,
+        })
+        .collect()
+}
+
+/// The first variant of each scheme (IPv4, not also IPv6), for the slower suites.
+pub fn one_per_scheme() -> Vec<Variant> {
+    let mut seen = Vec::new();
+    variants()
+        .into_iter()
+        .filter(|v| {
+            let first = !seen.contains(&v.scheme);
+            seen.push(v.scheme);
+            first
+        })
+        .collect()
+}
+
+/// The variant labelled `label`.
+pub fn variant(label: &str) -> Variant {
+    registry()
+        .loopback(&env())
+        .unwrap_or_else(|e| panic!("loopback variants: {e}"))
+        .into_iter()
+        .find(|v| v.label == label)
+        .map(|v| Variant {
+            label: v.label,
+            scheme: v.scheme,
+        })
+        .unwrap_or_else(|| panic!("no loopback variant `{label}` in this build"))
+}
+
+/// Runs `case` over each of `variants` in turn, each in a task of its own so
+/// that a failure is caught; fails naming every variant that failed, and why.
+pub async fn each<F, Fut>(variants: Vec<Variant>, case: F)
+where
+    F: Fn(Variant) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    assert!(!variants.is_empty(), "no backend to run over");
+    let mut failed = Vec::new();
+    for v in variants {
+        let label = v.label.clone();
+        match tokio::spawn(case(v)).await {
+            Ok(()) => eprintln!("{label}: ok"),
+            Err(e) => {
+                let why = match e.try_into_panic() {
+                    Ok(p) => p
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_else(|| "panicked".into()),
+                    Err(e) => e.to_string(),
+                };
+                eprintln!("{label}: FAILED: {why}");
+                failed.push(format!("{label}: {why}"));
+            }
+        }
     }
-    #[cfg(feature = "tls")]
-    pub fn tls_unix() -> Backend {
-        encrypted(format!("tls+unix://{}", socket_path()))
-    }
-    #[cfg(feature = "http")]
-    pub fn http() -> Backend {
-        Backend::plain("http://127.0.0.1:0")
-    }
-    #[cfg(feature = "http")]
-    pub fn http6() -> Backend {
-        Backend::plain("http://[::1]:0")
-    }
-    #[cfg(all(feature = "http", feature = "tls"))]
-    pub fn https() -> Backend {
-        encrypted("https://127.0.0.1:0".into())
-    }
-    #[cfg(feature = "quic")]
-    pub fn quic() -> Backend {
-        encrypted("quic://127.0.0.1:0".into())
-    }
-    #[cfg(feature = "quic")]
-    pub fn quic6() -> Backend {
-        encrypted("quic://[::1]:0".into())
-    }
+    assert!(failed.is_empty(), "failed on:\n{}", failed.join("\n"));
 }

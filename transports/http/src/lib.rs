@@ -92,6 +92,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod backend;
 mod exchange;
 mod router;
 mod upgrade;
@@ -106,8 +107,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use plexwire_transport::{
-    Address, ClientTransport, Connection, Endpoint, PeerInfo, Scheme, ServerTransport,
-    TransportError,
+    Address, ClientTransport, Connection, Endpoint, PeerInfo, ServerTransport, TransportError,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -116,6 +116,7 @@ use tokio::task::JoinHandle;
 #[cfg(feature = "tls")]
 use plexwire_tls::{TlsAcceptor, TlsClientConfig, TlsConnector, TlsServerConfig};
 
+pub use backend::backend;
 pub use exchange::{exchange_route, Exchange, Reply};
 /// hyper, whose types routes are written in.
 pub use hyper;
@@ -170,11 +171,15 @@ fn tls_disabled(endpoint: &Endpoint) -> TransportError {
     }
 }
 
-fn host_port(endpoint: &Endpoint) -> Result<(&str, u16, &str), TransportError> {
-    match (endpoint.scheme(), endpoint.address()) {
-        (Scheme::Http | Scheme::Https, Address::Host { host, port, path }) => {
-            Ok((host, *port, path))
-        }
+/// The host, port and path of an `http://` or `https://` endpoint, checked
+/// against the scheme's declaration.
+fn host_port(endpoint: &Endpoint) -> Result<(String, u16, String), TransportError> {
+    #[cfg(not(feature = "tls"))]
+    if endpoint.scheme() == "https" {
+        return Err(tls_disabled(endpoint));
+    }
+    match backend().check(endpoint)?.address() {
+        Address::Host { host, port, path } => Ok((host.clone(), *port, path.clone())),
         _ => Err(endpoint.wrong_backend("http")),
     }
 }
@@ -216,12 +221,12 @@ impl HttpListener {
         host_port(endpoint)?;
         match endpoint.scheme() {
             #[cfg(feature = "tls")]
-            Scheme::Https => {
+            "https" => {
                 let config = TlsServerConfig::from_endpoint(endpoint)?;
                 HttpListener::bind_tls(endpoint, &config, router).await
             }
             #[cfg(not(feature = "tls"))]
-            Scheme::Https => Err(tls_disabled(endpoint)),
+            "https" => Err(tls_disabled(endpoint)),
             _ => HttpListener::start(endpoint, None, router).await,
         }
     }
@@ -236,7 +241,7 @@ impl HttpListener {
         config: &TlsServerConfig,
         router: Router,
     ) -> Result<HttpListener, TransportError> {
-        if endpoint.scheme() != Scheme::Https {
+        if endpoint.scheme() != "https" {
             return Err(endpoint.wrong_backend("https"));
         }
         // Read the certificate before binding, so a bad file binds nothing.
@@ -506,7 +511,8 @@ async fn tcp_connect(
 impl ClientTransport for HttpTransport {
     async fn connect(&self, endpoint: &Endpoint) -> Result<Connection, TransportError> {
         let (host, port, path) = host_port(endpoint)?;
-        if endpoint.scheme() == Scheme::Http {
+        let (host, path) = (host.as_str(), path.as_str());
+        if endpoint.scheme() == "http" {
             let stream = tcp_connect(endpoint, host, port).await?;
             let remote = stream
                 .peer_addr()

@@ -26,7 +26,7 @@ use hyper::header::{HeaderMap, HeaderValue, ALLOW, CONNECTION, HOST, UPGRADE};
 use hyper::upgrade::Upgraded;
 use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
-use plexwire_transport::{Connection, Endpoint, PeerInfo, Scheme, TransportError};
+use plexwire_transport::{Connection, Endpoint, PeerInfo, TransportError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 
@@ -362,7 +362,7 @@ fn hyper_failure(endpoint: &Endpoint, e: &hyper::Error) -> TransportError {
     }
     let message = if e.is_parse() {
         kind = io::ErrorKind::InvalidData;
-        let hint = if endpoint.scheme() == Scheme::Http {
+        let hint = if endpoint.scheme() == "http" {
             "is the listener https://? then connect with https://"
         } else {
             "is it an HTTP server?"

@@ -17,9 +17,11 @@ use futures_util::SinkExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::PollSender;
 
+use futures_util::future::BoxFuture;
+
 use crate::{
-    Address, ClientTransport, Connection, Endpoint, PeerInfo, Scheme, ServerTransport,
-    TransportError,
+    Address, AddressShape, Backend, ClientTransport, Connection, Endpoint, Loopback, LoopbackEnv,
+    PeerInfo, Registry, SchemeSpec, ServerTransport, TransportError,
 };
 
 /// Connections waiting to be accepted, per listener.
@@ -27,11 +29,11 @@ const ACCEPT_BACKLOG: usize = 128;
 /// Frames in flight per direction of one connection.
 const FRAMES_IN_FLIGHT: usize = 64;
 
-type Registry = Mutex<HashMap<String, mpsc::Sender<Connection>>>;
+type Listeners = Mutex<HashMap<String, mpsc::Sender<Connection>>>;
 
-fn registry() -> &'static Registry {
-    static REGISTRY: OnceLock<Registry> = OnceLock::new();
-    REGISTRY.get_or_init(Default::default)
+fn listeners() -> &'static Listeners {
+    static LISTENERS: OnceLock<Listeners> = OnceLock::new();
+    LISTENERS.get_or_init(Default::default)
 }
 
 fn next_id() -> u64 {
@@ -39,9 +41,45 @@ fn next_id() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
-fn name_of(endpoint: &Endpoint) -> Result<&str, TransportError> {
-    match (endpoint.scheme(), endpoint.address()) {
-        (Scheme::Mem, Address::Name(n)) => Ok(n),
+const SCHEMES: &[SchemeSpec] = &[SchemeSpec {
+    name: "mem",
+    aliases: &[],
+    address: AddressShape::Name,
+    options: &[],
+}];
+
+/// The in-memory backend's description for the [`Registry`]: `mem://name`,
+/// always compiled in.
+pub fn backend() -> Backend {
+    Backend::new("mem", SCHEMES, connect, bind).loopback(loopback)
+}
+
+fn connect<'a>(
+    _: &'a Registry,
+    endpoint: &'a Endpoint,
+) -> BoxFuture<'a, Result<Connection, TransportError>> {
+    Box::pin(MemTransport.connect_to(endpoint))
+}
+
+fn bind<'a>(
+    _: &'a Registry,
+    endpoint: &'a Endpoint,
+) -> BoxFuture<'a, Result<Box<dyn ServerTransport>, TransportError>> {
+    Box::pin(async move { Ok(Box::new(MemListener::bind(endpoint)?) as Box<dyn ServerTransport>) })
+}
+
+fn loopback(env: &LoopbackEnv) -> Result<Vec<Loopback>, String> {
+    Ok(vec![Loopback::plain(
+        "mem",
+        "mem",
+        format!("mem://{}", env.fresh_name("suite")),
+    )])
+}
+
+/// The listener name of a `mem://` endpoint, checked.
+fn name_of(endpoint: &Endpoint) -> Result<String, TransportError> {
+    match backend().check(endpoint)?.address() {
+        Address::Name(n) => Ok(n.clone()),
         _ => Err(endpoint.wrong_backend("mem")),
     }
 }
@@ -53,7 +91,14 @@ pub struct MemTransport;
 #[async_trait]
 impl ClientTransport for MemTransport {
     async fn connect(&self, endpoint: &Endpoint) -> Result<Connection, TransportError> {
+        self.connect_to(endpoint).await
+    }
+}
+
+impl MemTransport {
+    async fn connect_to(self, endpoint: &Endpoint) -> Result<Connection, TransportError> {
         let name = name_of(endpoint)?;
+        let name = name.as_str();
         let refused = || TransportError::Connect {
             url: endpoint.url().to_owned(),
             source: io::Error::new(
@@ -61,9 +106,9 @@ impl ClientTransport for MemTransport {
                 "nothing listens on this mem:// name",
             ),
         };
-        let accept_tx = registry()
+        let accept_tx = listeners()
             .lock()
-            .expect("mem registry poisoned")
+            .expect("mem listener table poisoned")
             .get(name)
             .cloned()
             .ok_or_else(refused)?;
@@ -117,8 +162,8 @@ impl MemListener {
     /// Starts listening on `endpoint` (`mem://name`).
     pub fn bind(endpoint: &Endpoint) -> Result<MemListener, TransportError> {
         let name = name_of(endpoint)?;
-        let mut table = registry().lock().expect("mem registry poisoned");
-        if table.get(name).is_some_and(|tx| !tx.is_closed()) {
+        let mut table = listeners().lock().expect("mem listener table poisoned");
+        if table.get(&name).is_some_and(|tx| !tx.is_closed()) {
             return Err(TransportError::Bind {
                 url: endpoint.url().to_owned(),
                 source: io::Error::new(
@@ -128,7 +173,7 @@ impl MemListener {
             });
         }
         let (tx, incoming) = mpsc::channel(ACCEPT_BACKLOG);
-        table.insert(name.to_owned(), tx);
+        table.insert(name, tx);
         Ok(MemListener {
             endpoint: endpoint.clone(),
             incoming,
@@ -139,7 +184,7 @@ impl MemListener {
 impl Drop for MemListener {
     fn drop(&mut self) {
         self.incoming.close();
-        if let Ok(mut table) = registry().lock() {
+        if let Ok(mut table) = listeners().lock() {
             if let Address::Name(name) = self.endpoint.address() {
                 if table.get(name).is_some_and(|tx| tx.is_closed()) {
                     table.remove(name);

@@ -64,13 +64,16 @@ use plexwire_tls::{
 };
 use plexwire_transport::{
     Address, ClientTransport, Connection, Endpoint, HandshakeLimits, Handshakes, Incoming,
-    PeerInfo, Scheme, ServerTransport, TransportError,
+    PeerInfo, ServerTransport, TransportError,
 };
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{ConnectionError, VarInt};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+mod backend;
 pub mod lanes;
+
+pub use backend::{backend, OPTIONS};
 
 #[cfg(feature = "dev-certs")]
 pub use plexwire_tls::dev;
@@ -98,9 +101,10 @@ const MAX_HANDSHAKES: usize = 256;
 /// Application error code: the connecting side's preamble was wrong.
 const BAD_PREAMBLE: u32 = 1;
 
-fn host_port(endpoint: &Endpoint) -> Result<(&str, u16), TransportError> {
-    match (endpoint.scheme(), endpoint.address()) {
-        (Scheme::Quic, Address::Host { host, port, .. }) => Ok((host, *port)),
+/// The host and port of a `quic://` endpoint, checked against the scheme's declaration.
+fn host_port(endpoint: &Endpoint) -> Result<(String, u16), TransportError> {
+    match backend().check(endpoint)?.address() {
+        Address::Host { host, port, .. } => Ok((host.clone(), *port)),
         _ => Err(endpoint.wrong_backend("quic")),
     }
 }
@@ -387,7 +391,7 @@ impl ClientTransport for QuicTransport {
             url: endpoint.url().to_owned(),
             source,
         };
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
             .await
             .map_err(connect_err)?
             .collect();
@@ -457,7 +461,7 @@ impl QuicListener {
             url: endpoint.url().to_owned(),
             source,
         };
-        let addr = tokio::net::lookup_host((host, port))
+        let addr = tokio::net::lookup_host((host.as_str(), port))
             .await
             .map_err(fail)?
             .next()

@@ -11,15 +11,55 @@ use std::io;
 use std::net::SocketAddr;
 
 use async_trait::async_trait;
+use futures_util::future::BoxFuture;
 use plexwire_transport::{
-    Address, ClientTransport, Connection, Endpoint, PeerInfo, Scheme, ServerTransport,
-    TransportError,
+    Address, AddressShape, Backend, ClientTransport, Connection, Endpoint, Loopback, LoopbackEnv,
+    PeerInfo, Registry, SchemeSpec, ServerTransport, TransportError,
 };
 use tokio::net::{TcpListener as TokioListener, TcpStream};
 
-fn host_port(endpoint: &Endpoint) -> Result<(&str, u16), TransportError> {
-    match (endpoint.scheme(), endpoint.address()) {
-        (Scheme::Tcp, Address::Host { host, port, .. }) => Ok((host, *port)),
+const SCHEMES: &[SchemeSpec] = &[SchemeSpec {
+    name: "tcp",
+    aliases: &[],
+    address: AddressShape::HostPort { default_port: None },
+    options: &[],
+}];
+
+/// The TCP backend's description for plexwire's transport registry:
+/// `tcp://host:port`, the `tcp` cargo feature.
+pub fn backend() -> Backend {
+    Backend::new("tcp", SCHEMES, connect, bind)
+        .feature("tcp")
+        .loopback(loopback)
+}
+
+fn connect<'a>(
+    _: &'a Registry,
+    endpoint: &'a Endpoint,
+) -> BoxFuture<'a, Result<Connection, TransportError>> {
+    Box::pin(async move { TcpTransport.connect(endpoint).await })
+}
+
+fn bind<'a>(
+    _: &'a Registry,
+    endpoint: &'a Endpoint,
+) -> BoxFuture<'a, Result<Box<dyn ServerTransport>, TransportError>> {
+    Box::pin(
+        async move { Ok(Box::new(TcpListener::bind(endpoint).await?) as Box<dyn ServerTransport>) },
+    )
+}
+
+fn loopback(_: &LoopbackEnv) -> Result<Vec<Loopback>, String> {
+    Ok(vec![
+        Loopback::plain("tcp", "tcp", "tcp://127.0.0.1:0".into()),
+        Loopback::plain("tcp_v6", "tcp", "tcp://[::1]:0".into()),
+    ])
+}
+
+/// The host and port of a `tcp://` endpoint, checked against the scheme's declaration.
+fn host_port(endpoint: &Endpoint) -> Result<(String, u16), TransportError> {
+    match backend().check(endpoint)?.address() {
+        Address::Host { host, port, .. } => Ok((host.clone(), *port)),
         _ => Err(endpoint.wrong_backend("tcp")),
     }
 }
@@ -52,7 +92,7 @@ impl ClientTransport for TcpTransport {
             url: endpoint.url().to_owned(),
             source,
         };
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
             .await
             .map_err(fail)?
             .collect();
@@ -85,7 +125,9 @@ impl TcpListener {
             url: endpoint.url().to_owned(),
             source,
         };
-        let listener = TokioListener::bind((host, port)).await.map_err(fail)?;
+        let listener = TokioListener::bind((host.as_str(), port))
+            .await
+            .map_err(fail)?;
         let local = listener.local_addr().map_err(fail)?;
         let endpoint = endpoint.with_address(Address::Host {
             host: local.ip().to_string(),

@@ -6,11 +6,11 @@
 //! ([`TlsStream`]), or over a plain byte-stream [`Connection`] made by
 //! another backend. [`TlsTransport::over`] adds TLS to any
 //! [`ClientTransport`], [`TlsListener::over`] to any [`ServerTransport`].
-//! This crate knows no socket type: `tls://` (TLS over `plexwire-tcp`),
-//! `tls+unix://` (over `plexwire-unix`: stale-socket replacement, `?mode=`,
-//! removal on drop) and `https://` (under HTTP, in `plexwire-http`) are
-//! compositions made by their users; the `plexwire` crate makes the first
-//! two (`plexwire::transport::tls::bind`, `…::transport`).
+//! This crate knows no socket type. Its registry entry ([`backend`]) serves
+//! `tls://h:p` as TLS over whatever the registry serves `tcp://h:p` with,
+//! and `tls+unix:///p` over `unix:///p` (stale-socket replacement, `?mode=`,
+//! removal on drop come from there): [`plain_endpoint`], [`connect_plain`],
+//! [`listen_plain`]. `https://` is TLS under HTTP, in `plexwire-http`.
 //!
 //! # Settings
 //!
@@ -50,6 +50,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod backend;
 mod config;
 #[cfg(feature = "dev-certs")]
 #[cfg_attr(docsrs, doc(cfg(feature = "dev-certs")))]
@@ -66,6 +67,7 @@ use plexwire_transport::{
     TransportError,
 };
 
+pub use backend::{backend, connect_plain, listen_plain, plain_endpoint, OPTIONS};
 pub use config::{ClientAuth, Pem, TlsClientConfig, TlsServerConfig, TlsVersions, VerifyLog};
 pub use explain::{explain, explain_alert, explain_sent_alert, Side};
 pub use stream::{TlsAcceptor, TlsConnector, TlsStream, HANDSHAKE_TIMEOUT};

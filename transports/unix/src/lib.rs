@@ -14,15 +14,62 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
+use futures_util::future::BoxFuture;
 use plexwire_transport::{
-    Address, ClientTransport, Connection, Endpoint, PeerInfo, Scheme, ServerTransport,
-    TransportError,
+    Address, AddressShape, Backend, ClientTransport, Connection, Endpoint, Loopback, LoopbackEnv,
+    OptionSpec, PeerInfo, Registry, SchemeSpec, ServerTransport, TransportError,
+    UNIX_SOCKET_OPTIONS,
 };
 use tokio::net::{UnixListener as TokioListener, UnixStream};
 
-fn path_of(endpoint: &Endpoint) -> Result<&Path, TransportError> {
-    match (endpoint.scheme(), endpoint.address()) {
-        (Scheme::Unix, Address::Path(p)) => Ok(p),
+/// The options of a UNIX socket listener: `mode=660`, the socket file's
+/// permission bits in octal (the core's [`UNIX_SOCKET_OPTIONS`], which layers
+/// over UNIX sockets such as `tls+unix://` declare too).
+pub const OPTIONS: &[OptionSpec] = UNIX_SOCKET_OPTIONS;
+
+const SCHEMES: &[SchemeSpec] = &[SchemeSpec {
+    name: "unix",
+    aliases: &["socket"],
+    address: AddressShape::AbsolutePath,
+    options: &[OPTIONS],
+}];
+
+/// The UNIX socket backend's description for plexwire's transport registry:
+/// `unix:///path` and `socket:///path`, the `unix` cargo feature.
+pub fn backend() -> Backend {
+    Backend::new("unix", SCHEMES, connect, bind)
+        .feature("unix")
+        .loopback(loopback)
+}
+
+fn connect<'a>(
+    _: &'a Registry,
+    endpoint: &'a Endpoint,
+) -> BoxFuture<'a, Result<Connection, TransportError>> {
+    Box::pin(async move { UnixTransport.connect(endpoint).await })
+}
+
+fn bind<'a>(
+    _: &'a Registry,
+    endpoint: &'a Endpoint,
+) -> BoxFuture<'a, Result<Box<dyn ServerTransport>, TransportError>> {
+    Box::pin(async move {
+        Ok(Box::new(UnixListener::bind(endpoint).await?) as Box<dyn ServerTransport>)
+    })
+}
+
+fn loopback(env: &LoopbackEnv) -> Result<Vec<Loopback>, String> {
+    Ok(vec![Loopback::plain(
+        "unix",
+        "unix",
+        format!("unix://{}", env.socket_path()),
+    )])
+}
+
+/// The socket path of a `unix://` endpoint, checked against the scheme's declaration.
+fn path_of(endpoint: &Endpoint) -> Result<PathBuf, TransportError> {
+    match backend().check(endpoint)?.address() {
+        Address::Path(p) => Ok(p.clone()),
         _ => Err(endpoint.wrong_backend("unix")),
     }
 }
@@ -49,13 +96,14 @@ pub struct UnixTransport;
 impl ClientTransport for UnixTransport {
     async fn connect(&self, endpoint: &Endpoint) -> Result<Connection, TransportError> {
         let path = path_of(endpoint)?;
-        let stream = UnixStream::connect(path)
-            .await
-            .map_err(|source| TransportError::Connect {
-                url: endpoint.url().to_owned(),
-                source,
-            })?;
-        Ok(connection(stream, path, endpoint.max_frame_size()))
+        let stream =
+            UnixStream::connect(&path)
+                .await
+                .map_err(|source| TransportError::Connect {
+                    url: endpoint.url().to_owned(),
+                    source,
+                })?;
+        Ok(connection(stream, &path, endpoint.max_frame_size()))
     }
 }
 
@@ -72,7 +120,7 @@ pub struct UnixListener {
 impl UnixListener {
     /// Binds `endpoint`, replacing a stale socket file if nothing listens on it.
     pub async fn bind(endpoint: &Endpoint) -> Result<UnixListener, TransportError> {
-        let path = path_of(endpoint)?.to_path_buf();
+        let path = path_of(endpoint)?;
         let fail = |source: io::Error| TransportError::Bind {
             url: endpoint.url().to_owned(),
             source,
