@@ -1,12 +1,12 @@
 //! `tls://` and `tls+unix://` from code: TLS (plexwire-tls) over the plain
-//! backends of this build's [`registry()`](super::registry).
+//! backends of this build's [`registry()`](crate::transport::registry).
 //!
 //! plexwire-tls runs TLS over any byte stream and knows no socket type: it
 //! maps a TLS endpoint to the plain one under it (`tls://h:p` → `tcp://h:p`,
-//! `tls+unix:///p?mode=…` → `unix:///p?mode=…`, [`plain_endpoint`]) and asks
+//! `tls+unix:///p?mode=…` → `unix:///p?mode=…`, [`plain_endpoint`](plexwire_tls::plain_endpoint)) and asks
 //! a registry for that. The registry's own `tls` entry does so per URL; the
 //! functions here are the same composition for settings made in code
-//! ([`TlsTransport::with_config`], [`bind_with`]). Everything of
+//! ([`TlsTransport::with_config`](plexwire_tls::TlsTransport::with_config), [`bind_with`](crate::transport::tls::bind_with)). Everything of
 //! plexwire-tls is re-exported here too.
 
 use async_trait::async_trait;
