@@ -31,7 +31,7 @@ if ! command -v nats-server >/dev/null 2>&1; then
 fi
 
 echo "== building (release, --features full) and the NATS helper"
-cargo build --release --features full -p plexwire
+cargo build --release --features full -p plexwire-cli
 cargo build --release -p plexwire-nats-baseline
 
 # The broker and this process each hold one file descriptor per idle

@@ -27,7 +27,7 @@ use crate::bench::{
 };
 
 #[derive(Args, Debug)]
-pub(crate) struct HolArgs {
+pub struct HolArgs {
     /// Cases (comma-separated): tcp, quic (a stream per run), quic-one (one QUIC stream).
     #[arg(long, default_value = "tcp,quic,quic-one", value_delimiter = ',')]
     transports: Vec<String>,
@@ -66,7 +66,7 @@ fn case(scratch: &mut Scratch, name: &str) -> Result<Backend, String> {
             ))
         }
     };
-    let mut b = scratch.backend(transport, "hol")?;
+    let mut b = scratch.backend(transport)?;
     if let Some(streams) = streams {
         b.listen = format!("{}&streams={streams}", b.listen);
         b.connect_opts = format!("{}&streams={streams}", b.connect_opts);
@@ -85,7 +85,7 @@ async fn small_latencies(client: &Client, n: usize) -> Result<Vec<Duration>, Str
     Ok(lat)
 }
 
-pub(crate) async fn run(args: HolArgs) -> Result<ExitCode, String> {
+pub async fn run(args: HolArgs) -> Result<ExitCode, String> {
     let (big_mib, small) = if args.short {
         (1, 100)
     } else {

@@ -34,11 +34,13 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use plexwire::client::{Client, ClientConfig};
 use plexwire::codec::{encode_hello, AnyCodec, Codec, CodecKind};
 use plexwire::protocol::{Packet, PacketType, Payload, Role};
-use plexwire::transport::{self, AnyTransport, Endpoint, ServerTransport};
+use plexwire::transport::{
+    self, registry, AnyTransport, DevCerts, Endpoint, LoopbackEnv, ServerTransport,
+};
 use tokio::sync::Semaphore;
 
 #[derive(Args, Debug)]
-pub(crate) struct BenchArgs {
+pub struct BenchArgs {
     /// Transports to measure (comma-separated): tcp, unix, tls, tls+unix, quic,
     /// http, https (all but the first two need the `tls` / `quic` / `http`
     /// features), or `all` for every compiled-in backend (tls+unix and https
@@ -104,7 +106,7 @@ pub(crate) struct BenchArgs {
 
 /// Hidden helper processes of the benchmark.
 #[derive(Args, Debug)]
-pub(crate) struct RelayArgs {
+pub struct RelayArgs {
     /// Where to listen.
     #[arg(long)]
     listen: String,
@@ -215,91 +217,45 @@ pub(crate) fn word_after(lines: &[String], prefix: &str) -> Result<String, Strin
         .ok_or_else(|| format!("the broker did not print a `{prefix}` line"))
 }
 
-/// A transport the benchmark can measure. Adding a backend (e.g. `http`,
-/// once it connects as well as listens) is a row here and an arm in
-/// [`Scratch::backend`].
-struct Transport {
-    /// Its name in `--transports`.
-    name: &'static str,
-    /// The cargo feature it needs.
-    feature: &'static str,
-    /// Whether this build has it.
-    compiled: bool,
-    /// Whether `--transports all` runs it (`tls+unix` is the TLS backend again).
-    in_all: bool,
-}
-
-/// Every transport the benchmark knows, in the order `--transports all` runs them.
-const TRANSPORTS: &[Transport] = &[
-    Transport {
-        name: "tcp",
-        feature: "tcp",
-        compiled: cfg!(feature = "tcp"),
-        in_all: true,
-    },
-    Transport {
-        name: "unix",
-        feature: "unix",
-        compiled: cfg!(feature = "unix"),
-        in_all: true,
-    },
-    Transport {
-        name: "tls",
-        feature: "tls",
-        compiled: cfg!(feature = "tls"),
-        in_all: true,
-    },
-    Transport {
-        name: "tls+unix",
-        feature: "tls",
-        compiled: cfg!(feature = "tls"),
-        in_all: false,
-    },
-    Transport {
-        name: "quic",
-        feature: "quic",
-        compiled: cfg!(feature = "quic"),
-        in_all: true,
-    },
-    Transport {
-        name: "http",
-        feature: "http",
-        compiled: cfg!(feature = "http"),
-        in_all: true,
-    },
-    Transport {
-        name: "https",
-        feature: "http,tls",
-        compiled: cfg!(all(feature = "http", feature = "tls")),
-        in_all: false,
-    },
-];
-
-/// What `--transports all` means in this build.
+/// The backends `--transports all` measures: the first scheme of every
+/// registered backend that works across processes (all but `mem://`), in
+/// registration order. `tls+unix` and `https` run only when named.
 fn compiled_transports() -> Vec<&'static str> {
-    TRANSPORTS
+    registry()
+        .backends()
         .iter()
-        .filter(|t| t.compiled && t.in_all)
-        .map(|t| t.name)
+        .filter(|b| b.name() != "mem")
+        .filter_map(|b| b.schemes().first().map(|s| s.name))
         .collect()
 }
 
+/// A `--transports` name is a scheme of this build's registry.
 fn check_transport(t: &str) -> Result<(), String> {
-    match TRANSPORTS.iter().find(|x| x.name == t) {
-        Some(x) if x.compiled => Ok(()),
-        Some(x) => Err(format!(
-            "this build lacks the `{t}` transport (build with `--features {}`, or `--features full`); it has: {}",
-            x.feature,
+    let reg = registry();
+    match reg.backend(t) {
+        Some(b) if b.name() == "mem" => Err(format!(
+            "`{t}` connects tasks of one process; the benchmark runs the broker and the worker as processes of their own (choose from {})",
             compiled_transports().join(", ")
         )),
-        None => Err(format!(
-            "the benchmark knows the transports {}, or `all`; not `{t}`",
-            TRANSPORTS
-                .iter()
-                .map(|x| x.name)
-                .collect::<Vec<_>>()
-                .join(", ")
-        )),
+        Some(_) => Ok(()),
+        None => match reg.not_compiled_schemes().iter().find(|(s, _)| *s == t) {
+            Some((_, features)) => Err(format!(
+                "this build lacks the `{t}` transport (build with `--features {features}`, or `--features full`); it has: {}",
+                compiled_transports().join(", ")
+            )),
+            None => {
+                let known: Vec<&str> = reg
+                    .backends()
+                    .iter()
+                    .filter(|b| b.name() != "mem")
+                    .flat_map(|b| b.schemes().iter().map(|s| s.name))
+                    .collect();
+                Err(format!(
+                    "the benchmark knows the transports {}, or `all`; not `{t}`",
+                    known.join(", ")
+                ))
+            }
+        },
     }
 }
 
@@ -324,15 +280,6 @@ pub(crate) struct Backend {
 }
 
 impl Backend {
-    /// A listener its peers reach by its address alone.
-    #[cfg_attr(not(any(feature = "tcp", feature = "unix")), allow(dead_code))]
-    fn plain(listen: String) -> Backend {
-        Backend {
-            listen,
-            connect_opts: String::new(),
-        }
-    }
-
     /// The URL to connect to a listener that reported `bound` (its URL,
     /// possibly with the listener's own options such as `cert=`).
     pub(crate) fn connect_url(&self, bound: &str) -> String {
@@ -345,20 +292,10 @@ impl Backend {
     }
 }
 
-/// Development certificates for the encrypted backends, as URL query values.
-#[cfg(any(feature = "tls", feature = "quic"))]
-#[derive(Debug, Clone)]
-struct Pki {
-    ca: String,
-    cert: String,
-    key: String,
-}
-
 /// Where the benchmark keeps its sockets and certificates, removed at the end.
 pub(crate) struct Scratch {
     dir: PathBuf,
-    #[cfg(any(feature = "tls", feature = "quic"))]
-    pki: Option<Pki>,
+    certs: Option<DevCerts>,
 }
 
 impl Scratch {
@@ -366,76 +303,63 @@ impl Scratch {
         let dir = std::env::temp_dir().join(format!("plexwire-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        Ok(Scratch {
-            dir,
-            #[cfg(any(feature = "tls", feature = "quic"))]
-            pki: None,
-        })
-    }
-
-    #[cfg(any(feature = "unix", feature = "tls"))]
-    fn socket(&self, name: &str) -> String {
-        self.dir.join(format!("{name}.sock")).display().to_string()
+        Ok(Scratch { dir, certs: None })
     }
 
     /// A development CA and a server certificate for localhost, 127.0.0.1
-    /// and ::1, written on first use.
-    #[cfg(any(feature = "tls", feature = "quic"))]
-    fn pki(&mut self) -> Result<Pki, String> {
-        #[cfg(all(feature = "quic", not(feature = "tls")))]
-        use plexwire::transport::quic::dev;
-        #[cfg(feature = "tls")]
-        use plexwire::transport::tls::dev;
-        if let Some(pki) = &self.pki {
-            return Ok(pki.clone());
+    /// and ::1, written on first use (none in a build without TLS or QUIC).
+    fn certs(&mut self) -> Result<Option<DevCerts>, String> {
+        #[cfg(any(feature = "tls", feature = "quic"))]
+        if self.certs.is_none() {
+            #[cfg(all(feature = "quic", not(feature = "tls")))]
+            use plexwire::transport::quic::dev;
+            #[cfg(feature = "tls")]
+            use plexwire::transport::tls::dev;
+            let dir = self.dir.join("pki");
+            let files = dev::write_dev_set(&dir, &["localhost", "127.0.0.1", "::1"])
+                .map_err(|e| format!("cannot write certificates to {}: {e}", dir.display()))?;
+            self.certs = Some(DevCerts {
+                ca: files.ca,
+                cert: files.server_cert,
+                key: files.server_key,
+            });
         }
-        let dir = self.dir.join("pki");
-        let files = dev::write_dev_set(&dir, &["localhost", "127.0.0.1", "::1"])
-            .map_err(|e| format!("cannot write certificates to {}: {e}", dir.display()))?;
-        let pki = Pki {
-            ca: super::cert::query_value(&files.ca),
-            cert: super::cert::query_value(&files.server_cert),
-            key: super::cert::query_value(&files.server_key),
+        Ok(self.certs.clone())
+    }
+
+    /// A fresh listener of `transport` (a scheme of the registry), and how
+    /// to connect to it: the backend's own loopback variant for that scheme
+    /// (IPv4 where it has several), with a fresh socket path where it needs one.
+    pub(crate) fn backend(&mut self, transport: &str) -> Result<Backend, String> {
+        check_transport(transport)?;
+        let backend = registry()
+            .backend(transport)
+            .ok_or_else(|| format!("no backend serves `{transport}`"))?;
+        let scheme = backend
+            .schemes()
+            .iter()
+            .find(|s| s.answers_to(transport))
+            .map(|s| s.name)
+            .unwrap_or(transport);
+        let env = LoopbackEnv {
+            scratch_dir: self.dir.clone(),
+            certs: self.certs()?,
         };
-        self.pki = Some(pki.clone());
-        Ok(pki)
-    }
-
-    /// `scheme_and_address` with the development certificate and key; peers trust its CA.
-    #[cfg(any(feature = "tls", feature = "quic"))]
-    fn encrypted(&mut self, scheme_and_address: String) -> Result<Backend, String> {
-        let pki = self.pki()?;
+        let variant = backend
+            .loopback_variants(&env)
+            .map_err(|e| format!("the benchmark cannot run `{transport}` here: {e}"))?
+            .into_iter()
+            .find(|v| v.scheme == scheme)
+            .ok_or_else(|| {
+                format!(
+                    "backend `{}` has no loopback listener for `{scheme}`",
+                    backend.name()
+                )
+            })?;
         Ok(Backend {
-            listen: format!("{scheme_and_address}?cert={}&key={}", pki.cert, pki.key),
-            connect_opts: format!("ca={}", pki.ca),
+            listen: variant.listen,
+            connect_opts: variant.connect_options,
         })
-    }
-
-    /// A fresh listener of `transport` (one arm per backend; `name` tells
-    /// sockets apart), and how to connect to it.
-    pub(crate) fn backend(&mut self, transport: &str, name: &str) -> Result<Backend, String> {
-        match transport {
-            #[cfg(feature = "tcp")]
-            "tcp" => Ok(Backend::plain("tcp://127.0.0.1:0".into())),
-            #[cfg(feature = "unix")]
-            "unix" => Ok(Backend::plain(format!("unix://{}", self.socket(name)))),
-            #[cfg(feature = "tls")]
-            "tls" => self.encrypted("tls://127.0.0.1:0".into()),
-            #[cfg(feature = "tls")]
-            "tls+unix" => self.encrypted(format!("tls+unix://{}", self.socket(name))),
-            #[cfg(feature = "quic")]
-            "quic" => self.encrypted("quic://127.0.0.1:0".into()),
-            // The full-duplex upgrade (GET /v1/connect → 101), then frames as over TCP.
-            #[cfg(feature = "http")]
-            "http" => Ok(Backend::plain("http://127.0.0.1:0".into())),
-            #[cfg(all(feature = "http", feature = "tls"))]
-            "https" => self.encrypted("https://127.0.0.1:0".into()),
-            other => {
-                let _ = name;
-                check_transport(other)?;
-                Err(format!("the benchmark cannot listen on `{other}`"))
-            }
-        }
     }
 }
 
@@ -601,7 +525,7 @@ impl Plan {
     }
 }
 
-pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, String> {
+pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
     let plan = Plan::new(&args)?;
     let mut scratch = Scratch::new()?;
     let mut sink = Sink::default();
@@ -690,18 +614,17 @@ struct BrokerProc {
 fn start_broker(
     scratch: &mut Scratch,
     t: &str,
-    tag: &str,
     n_client_listeners: usize,
 ) -> Result<BrokerProc, String> {
     let mut args: Vec<String> = Vec::new();
     let mut client_backend = None;
-    for i in 0..n_client_listeners.max(1) {
-        let b = scratch.backend(t, &format!("c-{tag}-{i}"))?;
+    for _ in 0..n_client_listeners.max(1) {
+        let b = scratch.backend(t)?;
         args.push("--clients".into());
         args.push(b.listen.clone());
         client_backend = Some(b);
     }
-    let worker_backend = scratch.backend(t, &format!("w-{tag}"))?;
+    let worker_backend = scratch.backend(t)?;
     args.extend([
         "--workers".into(),
         worker_backend.listen.clone(),
@@ -752,8 +675,8 @@ async fn measure_transport(
 ) -> Result<(), String> {
     let (sequential, window, rounds) = (plan.sequential, plan.window, plan.rounds);
     // Baseline: client -> relay -> echo -> relay -> client, same framing and transport.
-    let echo_backend = scratch.backend(t, "echo")?;
-    let relay_backend = scratch.backend(t, "relay")?;
+    let echo_backend = scratch.backend(t)?;
+    let relay_backend = scratch.backend(t)?;
     let (_echo, echo_bound) = spawn(
         &["bench-relay", "--listen", &echo_backend.listen],
         "listening",
@@ -790,7 +713,7 @@ async fn measure_transport(
     }
     for c in &plan.codecs {
         let codec = check_codec(c)?;
-        let broker = start_broker(scratch, t, c, 1)?;
+        let broker = start_broker(scratch, t, 1)?;
         let _worker = start_worker(&broker.workers, c)?;
         let config = ClientConfig {
             codec,
@@ -1256,7 +1179,7 @@ async fn idle(
     }
     // One connection to warm the broker up, the rest measured.
     let listeners = (n + 1).div_ceil(PER_LISTENER);
-    let broker = start_broker(scratch, t, "idle", listeners)?;
+    let broker = start_broker(scratch, t, listeners)?;
     let pid = broker.proc.pid();
     let alive = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(tokio::sync::Notify::new());
@@ -1364,7 +1287,7 @@ async fn soak(
         warmup.as_secs_f64(),
         args.soak_max_growth_mib
     );
-    let broker = start_broker(scratch, t, "soak", 1)?;
+    let broker = start_broker(scratch, t, 1)?;
     let worker = start_worker(&broker.workers, c)?;
     let (bpid, wpid) = (broker.proc.pid(), worker.pid());
     let config = ClientConfig {
@@ -1711,7 +1634,7 @@ async fn raw_pipelined(url: &str, in_flight: usize, window: Duration) -> Result<
 }
 
 /// The relay / echo process.
-pub(crate) async fn relay(args: RelayArgs) -> Result<ExitCode, String> {
+pub async fn relay(args: RelayArgs) -> Result<ExitCode, String> {
     let mut listener = transport::listen(&args.listen)
         .await
         .map_err(|e| e.to_string())?;

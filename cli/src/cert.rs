@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use plexwire::transport::encode_url_part;
+
 #[cfg(all(feature = "quic", not(feature = "tls")))]
 use plexwire::transport::quic::dev;
 #[cfg(feature = "tls")]
@@ -21,24 +23,17 @@ pub(crate) struct CertArgs {
     hosts: Vec<String>,
 }
 
-/// A path as a URL query value: `%`, `&`, `#`, `?`, `+` and spaces escaped.
-pub(crate) fn query_value(path: &Path) -> String {
-    let mut out = String::new();
-    for c in path.display().to_string().chars() {
-        match c {
-            '%' | '&' | '#' | '?' | '+' | ' ' => out.push_str(&format!("%{:02X}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 pub(crate) fn run(args: CertArgs) -> Result<ExitCode, String> {
     let hosts: Vec<&str> = args.hosts.iter().map(String::as_str).collect();
     let files = dev::write_dev_set(&args.out, &hosts)
         .map_err(|e| format!("cannot write certificates to {}: {e}", args.out.display()))?;
     let dir = std::fs::canonicalize(&args.out).unwrap_or(args.out.clone());
-    let f = |p: &Path| query_value(&dir.join(p.file_name().unwrap_or_default()));
+    let f = |p: &Path| {
+        encode_url_part(
+            &dir.join(p.file_name().unwrap_or_default())
+                .to_string_lossy(),
+        )
+    };
     let (ca, cert, key) = (f(&files.ca), f(&files.server_cert), f(&files.server_key));
     let (client_cert, client_key) = (f(&files.client_cert), f(&files.client_key));
     // Connect by a name the certificate holds.

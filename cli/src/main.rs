@@ -1,13 +1,14 @@
 //! The `plexwire` command: run a broker or a worker, run a pipeline, read a
 //! broker's stats, or watch the whole system work in one process (`demo`).
 //!
-//! Logs go to stderr through `tracing`; set `RUST_LOG` (e.g. `RUST_LOG=debug`).
+//! A crate of its own so that the `plexwire` library never depends on clap,
+//! tracing-subscriber or the benchmark harness (`plexwire-bench`); every
+//! subcommand is a thin shell over the library. Logs go to stderr through
+//! `tracing`; set `RUST_LOG` (e.g. `RUST_LOG=debug`).
 
-mod bench;
 #[cfg(any(feature = "tls", feature = "quic"))]
 mod cert;
 mod demo;
-mod hol;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -131,12 +132,12 @@ enum Command {
     ///
     /// A flag given twice takes its last value (so scripts/bench.sh's defaults can be overridden).
     #[command(args_override_self = true)]
-    Bench(bench::BenchArgs),
+    Bench(plexwire_bench::BenchArgs),
     /// Head-of-line blocking: small-run latency beside a 10 MiB run, over TCP and QUIC.
-    BenchHol(hol::HolArgs),
+    BenchHol(plexwire_bench::HolArgs),
     /// (Used by `bench`.) Relay frames to --upstream, or echo them back.
     #[command(hide = true)]
-    BenchRelay(bench::RelayArgs),
+    BenchRelay(plexwire_bench::RelayArgs),
 }
 
 fn parse_codec(s: &str) -> Result<CodecKind, String> {
@@ -220,9 +221,9 @@ async fn run(command: Command) -> Result<ExitCode, String> {
         Command::Demo(args) => demo::run(args).await,
         #[cfg(any(feature = "tls", feature = "quic"))]
         Command::Cert(args) => cert::run(args),
-        Command::Bench(args) => bench::run(args).await,
-        Command::BenchRelay(args) => bench::relay(args).await,
-        Command::BenchHol(args) => hol::run(args).await,
+        Command::Bench(args) => plexwire_bench::bench(args).await,
+        Command::BenchRelay(args) => plexwire_bench::relay(args).await,
+        Command::BenchHol(args) => plexwire_bench::hol(args).await,
     }
 }
 
