@@ -6,7 +6,7 @@
 //! The harness measures real processes: it starts the binary it runs in
 //! (`std::env::current_exe()`) as the broker (`plexwire broker`), the worker
 //! (`plexwire worker`) and the raw relay baseline (`plexwire bench-relay`), so
-//! the binary that calls [`bench`], [`hol`] and [`relay`] must offer those
+//! the binary that calls [`bench()`], [`hol()`] and [`relay()`] must offer those
 //! subcommands with the `plexwire` CLI's arguments — `plexwire-cli` does. The
 //! backends it measures are those of `plexwire::transport::registry()`, each
 //! on its own loopback listener.
