@@ -6,10 +6,13 @@
 //! subcommand is a thin shell over the library. Logs go to stderr through
 //! `tracing`; set `RUST_LOG` (e.g. `RUST_LOG=debug`).
 
+mod args;
 #[cfg(any(feature = "tls", feature = "quic"))]
 mod cert;
 mod demo;
+mod signals;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -39,89 +42,21 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run a broker: clients connect to --clients, workers to --workers.
-    Broker {
-        /// Client endpoints (repeatable), e.g. tcp://127.0.0.1:51500, unix:///tmp/pw-client.sock
-        #[arg(long = "clients", default_value = "tcp://127.0.0.1:51500")]
-        clients: Vec<String>,
-        /// Worker endpoints (repeatable), e.g. tcp://127.0.0.1:51510
-        #[arg(long = "workers", default_value = "tcp://127.0.0.1:51510")]
-        workers: Vec<String>,
-        /// Runs that may wait for a free worker slot (0 = answer NO_CAPACITY at once, like ReasonChip).
-        #[arg(long, default_value_t = 1024)]
-        queue: usize,
-        /// Seconds running runs get to finish on Ctrl-C.
-        #[arg(long, default_value_t = 30.0)]
-        grace: f64,
-        /// Connections each listener holds at once; more wait in the
-        /// kernel's backlog until one closes.
-        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
-        max_connections: u32,
-    },
+    Broker(BrokerArgs),
     /// Run a worker serving the built-in pipelines (echo, add, sleep, fail, count).
-    Worker {
-        /// The broker's worker endpoint; repeat it to fail over between brokers.
-        #[arg(long, default_value = "tcp://127.0.0.1:51510")]
-        broker: Vec<String>,
-        /// Serve one broker session and exit, instead of reconnecting (with
-        /// backoff) whenever the broker goes away.
-        #[arg(long)]
-        once: bool,
-        /// Runs at once.
-        #[arg(long, default_value_t = 4)]
-        capacity: u32,
-        /// Codec: json or bincode.
-        #[arg(long, default_value = "json", value_parser = parse_codec)]
-        codec: CodecKind,
-        /// Speak ReasonChip 0.0.6's protocol from the start (no HELLO, JSON,
-        /// no events). Not needed for a ReasonChip broker: one that closes the
-        /// connection after our HELLO is served in legacy mode anyway.
-        #[arg(long, conflicts_with = "native")]
-        legacy: bool,
-        /// Never fall back to legacy (ReasonChip) mode: a broker that closes
-        /// the connection after our HELLO is an error.
-        #[arg(long)]
-        native: bool,
-    },
+    Worker(WorkerArgs),
     /// Run one pipeline: prints its events as they arrive, then its result.
-    Run {
-        /// The broker's client endpoint.
-        #[arg(long, default_value = "tcp://127.0.0.1:51500")]
-        broker: String,
-        /// The pipeline to run.
-        pipeline: String,
-        /// Variables, as a JSON object.
-        #[arg(long, default_value = "{}")]
-        vars: String,
-        /// Give up (and cancel the run) after this many seconds.
-        #[arg(long)]
-        timeout: Option<f64>,
-        /// Start the run and return at once; its result is discarded.
-        #[arg(long)]
-        detach: bool,
-        /// Codec: json or bincode.
-        #[arg(long, default_value = "json", value_parser = parse_codec)]
-        codec: CodecKind,
-        /// Speak ReasonChip 0.0.6's protocol from the start (no HELLO, JSON,
-        /// no events). Not needed for a ReasonChip broker: one that closes the
-        /// connection after our HELLO is talked to in legacy mode anyway.
-        #[arg(long, conflicts_with = "native")]
-        legacy: bool,
-        /// Never fall back to legacy (ReasonChip) mode: a broker that closes
-        /// the connection after our HELLO is an error.
-        #[arg(long)]
-        native: bool,
-        /// Seconds to wait for the broker to come up.
-        #[arg(long, default_value_t = 0.0)]
-        wait: f64,
-    },
+    Run(RunArgs),
     /// Print a running broker's live counters.
     Stats {
         /// The broker's client endpoint.
         #[arg(long, default_value = "tcp://127.0.0.1:51500")]
         broker: String,
         /// Seconds to wait for the broker to come up.
-        #[arg(long, default_value_t = 0.0)]
-        wait: f64,
+        #[arg(long, default_value = "0", value_parser = args::seconds)]
+        wait: Duration,
+        #[command(flatten)]
+        token: PeerToken,
     },
     /// Broker, workers and a client in one process doing real work, then a summary.
     Demo(demo::DemoArgs),
@@ -138,6 +73,138 @@ enum Command {
     /// (Used by `bench`.) Relay frames to --upstream, or echo them back.
     #[command(hide = true)]
     BenchRelay(plexwire_bench::RelayArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct BrokerArgs {
+    /// Client endpoints (repeatable), e.g. tcp://127.0.0.1:51500, unix:///tmp/pw-client.sock
+    #[arg(long = "clients", default_value = "tcp://127.0.0.1:51500")]
+    clients: Vec<String>,
+    /// Worker endpoints (repeatable), e.g. tcp://127.0.0.1:51510
+    #[arg(long = "workers", default_value = "tcp://127.0.0.1:51510")]
+    workers: Vec<String>,
+    /// Runs that may wait for a free worker slot (0 = answer NO_CAPACITY at once, like ReasonChip).
+    #[arg(long, default_value_t = 1024)]
+    queue: usize,
+    /// Runs one client may have waiting for results at once, queued or
+    /// running; more are answered NO_CAPACITY.
+    #[arg(long, default_value_t = BrokerConfig::default().max_runs_per_client,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    max_runs_per_client: usize,
+    /// Seconds running runs get to finish on Ctrl-C or SIGTERM.
+    #[arg(long, default_value = "30", value_parser = args::seconds)]
+    grace: Duration,
+    /// Connections each listener holds at once; more wait in the
+    /// kernel's backlog until one closes.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// Token native clients must present (prefer PLEXWIRE_CLIENT_TOKEN or
+    /// --client-token-file: a flag is visible to every local user).
+    #[arg(long, env = "PLEXWIRE_CLIENT_TOKEN", hide_env_values = true)]
+    client_token: Option<String>,
+    /// A file whose first line is the clients' token.
+    #[arg(long, value_name = "PATH")]
+    client_token_file: Option<PathBuf>,
+    /// Token native workers must present (prefer PLEXWIRE_WORKER_TOKEN or
+    /// --worker-token-file: a flag is visible to every local user).
+    #[arg(long, env = "PLEXWIRE_WORKER_TOKEN", hide_env_values = true)]
+    worker_token: Option<String>,
+    /// A file whose first line is the workers' token.
+    #[arg(long, value_name = "PATH")]
+    worker_token_file: Option<PathBuf>,
+    /// Admit legacy (ReasonChip, HELLO-less) clients, which cannot present a
+    /// token. Default: yes without --client-token, no with it.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    allow_legacy_clients: Option<bool>,
+    /// Admit legacy (ReasonChip, HELLO-less) workers, which cannot present a
+    /// token. Default: yes without --worker-token, no with it.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    allow_legacy_workers: Option<bool>,
+}
+
+#[derive(clap::Args, Debug)]
+struct WorkerArgs {
+    /// The broker's worker endpoint; repeat it to fail over between brokers.
+    #[arg(long, default_value = "tcp://127.0.0.1:51510")]
+    broker: Vec<String>,
+    /// Serve one broker session and exit, instead of reconnecting (with
+    /// backoff) whenever the broker goes away.
+    #[arg(long)]
+    once: bool,
+    /// Runs at once (1 to 65536, the most a broker accepts).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    capacity: u32,
+    /// Codec: json or bincode.
+    #[arg(long, default_value = "json", value_parser = parse_codec)]
+    codec: CodecKind,
+    /// Speak ReasonChip 0.0.6's protocol from the start (no HELLO, JSON,
+    /// no events). Not needed for a ReasonChip broker: one that closes the
+    /// connection after our HELLO is served in legacy mode anyway.
+    #[arg(long, conflicts_with = "native")]
+    legacy: bool,
+    /// Never fall back to legacy (ReasonChip) mode: a broker that closes
+    /// the connection after our HELLO is an error.
+    #[arg(long)]
+    native: bool,
+    #[command(flatten)]
+    token: PeerToken,
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// The broker's client endpoint.
+    #[arg(long, default_value = "tcp://127.0.0.1:51500")]
+    broker: String,
+    /// The pipeline to run.
+    pipeline: String,
+    /// Variables, as a JSON object.
+    #[arg(long, default_value = "{}", value_parser = args::json_object)]
+    vars: serde_json::Value,
+    /// Give up (and cancel the run) after this many seconds.
+    #[arg(long, value_parser = args::positive_seconds)]
+    timeout: Option<Duration>,
+    /// Start the run and return at once; its result is discarded.
+    #[arg(long)]
+    detach: bool,
+    /// Codec: json or bincode.
+    #[arg(long, default_value = "json", value_parser = parse_codec)]
+    codec: CodecKind,
+    /// Speak ReasonChip 0.0.6's protocol from the start (no HELLO, JSON,
+    /// no events). Not needed for a ReasonChip broker: one that closes the
+    /// connection after our HELLO is talked to in legacy mode anyway.
+    #[arg(long, conflicts_with = "native")]
+    legacy: bool,
+    /// Never fall back to legacy (ReasonChip) mode: a broker that closes
+    /// the connection after our HELLO is an error.
+    #[arg(long)]
+    native: bool,
+    /// Seconds to wait for the broker to come up.
+    #[arg(long, default_value = "0", value_parser = args::seconds)]
+    wait: Duration,
+    #[command(flatten)]
+    token: PeerToken,
+}
+
+/// The token a worker or client presents in its HELLO.
+#[derive(clap::Args, Debug)]
+struct PeerToken {
+    /// Token to present to the broker (prefer PLEXWIRE_TOKEN or --token-file:
+    /// a flag is visible to every local user).
+    #[arg(long, env = "PLEXWIRE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// A file whose first line is the token.
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+}
+
+impl PeerToken {
+    fn resolve(&self) -> Result<Option<String>, String> {
+        args::Secret {
+            value: self.token.clone(),
+            file: self.token_file.clone(),
+        }
+        .resolve("--token")
+    }
 }
 
 fn parse_codec(s: &str) -> Result<CodecKind, String> {
@@ -186,38 +253,14 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> Result<ExitCode, String> {
     match command {
-        Command::Broker {
-            clients,
-            workers,
-            queue,
-            grace,
-            max_connections,
-        } => broker(clients, workers, queue, grace, max_connections as usize).await,
-        Command::Worker {
+        Command::Broker(args) => broker(args).await,
+        Command::Worker(args) => worker(args).await,
+        Command::Run(args) => run_pipeline(args).await,
+        Command::Stats {
             broker,
-            once,
-            capacity,
-            codec,
-            legacy,
-            native,
-        } => worker(broker, once, capacity, codec, legacy, native).await,
-        Command::Run {
-            broker,
-            pipeline,
-            vars,
-            timeout,
-            detach,
-            codec,
-            legacy,
-            native,
             wait,
-        } => {
-            run_pipeline(
-                &broker, &pipeline, &vars, timeout, detach, codec, legacy, native, wait,
-            )
-            .await
-        }
-        Command::Stats { broker, wait } => stats(&broker, wait).await,
+            token,
+        } => stats(&broker, wait, token.resolve()?).await,
         Command::Demo(args) => demo::run(args).await,
         #[cfg(any(feature = "tls", feature = "quic"))]
         Command::Cert(args) => cert::run(args),
@@ -227,83 +270,149 @@ async fn run(command: Command) -> Result<ExitCode, String> {
     }
 }
 
-async fn broker(
-    clients: Vec<String>,
-    workers: Vec<String>,
-    queue: usize,
-    grace: f64,
-    max_connections: usize,
-) -> Result<ExitCode, String> {
+async fn broker(a: BrokerArgs) -> Result<ExitCode, String> {
+    let client_token = args::Secret {
+        value: a.client_token,
+        file: a.client_token_file,
+    }
+    .resolve("--client-token")?;
+    let worker_token = args::Secret {
+        value: a.worker_token,
+        file: a.worker_token_file,
+    }
+    .resolve("--worker-token")?;
+    let allow_legacy = |flag: Option<bool>, token: &Option<String>| flag.unwrap_or(token.is_none());
+    let sides = [
+        (
+            Side::Client,
+            &a.clients,
+            "clients",
+            allow_legacy(a.allow_legacy_clients, &client_token),
+            client_token.is_some(),
+        ),
+        (
+            Side::Worker,
+            &a.workers,
+            "workers",
+            allow_legacy(a.allow_legacy_workers, &worker_token),
+            worker_token.is_some(),
+        ),
+    ];
     let broker = Broker::new(BrokerConfig {
-        queue_limit: queue,
+        queue_limit: a.queue,
+        max_runs_per_client: a.max_runs_per_client,
+        client_token,
+        worker_token,
         ..BrokerConfig::default()
     });
-    let options = ListenerOptions {
-        max_connections,
-        ..ListenerOptions::default()
-    };
-    for (side, urls, label) in [
-        (Side::Client, &clients, "clients"),
-        (Side::Worker, &workers, "workers"),
-    ] {
+    // Listen for signals before the listeners open: from the first
+    // accepted peer on, a SIGTERM drains instead of killing.
+    let mut signals = signals::Signals::new()?;
+    for (side, urls, label, allow_legacy, has_token) in sides {
+        let options = ListenerOptions {
+            max_connections: a.max_connections as usize,
+            allow_legacy,
+        };
         for url in urls {
             let ep = broker
                 .listen(url, side, options.clone())
                 .await
                 .map_err(|e| e.to_string())?;
             println!("{label}: {ep}");
+            if let Some(warning) = exposure_warning(&ep, label, has_token, allow_legacy) {
+                eprintln!("plexwire: warning: {warning}");
+            }
         }
     }
-    println!("broker running; Ctrl-C drains and stops (a second Ctrl-C exits at once)");
-    tokio::signal::ctrl_c()
-        .await
-        .map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;
-    let grace = Duration::from_secs_f64(grace.max(0.0));
-    println!("shutting down: running runs get {grace:?} to finish");
+    println!("broker running; Ctrl-C or SIGTERM drains and stops (a second one exits at once)");
+    let first = signals.next().await;
+    let grace = a.grace;
+    println!("{first}: shutting down; running runs get {grace:?} to finish");
     tokio::select! {
         _ = broker.shutdown(grace) => {
             let s = broker.stats().switchboard;
             println!("stopped: {} completed, {} failed", s.completed, s.failed.iter().map(|(_, n)| n).sum::<u64>());
             Ok(ExitCode::SUCCESS)
         }
-        _ = tokio::signal::ctrl_c() => {
-            println!("second Ctrl-C: exiting now");
+        second = signals.next() => {
+            println!("second {second}: exiting now");
             Ok(ExitCode::from(130))
         }
     }
 }
 
-async fn worker(
-    urls: Vec<String>,
-    once: bool,
-    capacity: u32,
-    codec: CodecKind,
-    legacy: bool,
-    native: bool,
-) -> Result<ExitCode, String> {
+/// Why a listener that other machines can reach is open to anyone, if it
+/// is: no token, or legacy peers (who cannot present one) admitted. A
+/// rogue worker receives every client's variables and forges results; a
+/// rogue client runs any pipeline.
+fn exposure_warning(
+    ep: &plexwire::transport::Endpoint,
+    label: &str,
+    has_token: bool,
+    allow_legacy: bool,
+) -> Option<String> {
+    use plexwire::transport::Address;
+    let Address::Host { host, .. } = ep.address() else {
+        return None; // a UNIX socket (file mode) or an in-process name
+    };
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback || (has_token && !allow_legacy) {
+        return None;
+    }
+    let (who, harm, flag) = if label == "workers" {
+        (
+            "workers",
+            "any process that reaches it can register as a worker, receive every client's variables and forge results",
+            "worker",
+        )
+    } else {
+        (
+            "clients",
+            "any process that reaches it can run any pipeline",
+            "client",
+        )
+    };
+    let why = if has_token {
+        format!("admits legacy {who}, who present no token (--allow-legacy-{who})")
+    } else {
+        format!("takes {who} without authentication")
+    };
+    Some(format!(
+        "{} is reachable from other machines and {why}: {harm}. Set PLEXWIRE_{}_TOKEN (or --{flag}-token-file) and leave legacy {who} off, or listen on 127.0.0.1",
+        ep.url(),
+        flag.to_uppercase()
+    ))
+}
+
+async fn worker(a: WorkerArgs) -> Result<ExitCode, String> {
     let w = plexwire::builtin::register(Worker::new(WorkerConfig {
-        capacity,
-        codec,
-        legacy,
-        fallback_to_legacy: !native,
+        capacity: a.capacity,
+        codec: a.codec,
+        legacy: a.legacy,
+        fallback_to_legacy: !a.native,
+        token: a.token.resolve()?,
         ..WorkerConfig::default()
     }));
+    let urls = a.broker;
     println!(
-        "worker: serving {:?} with capacity {capacity} on {}",
+        "worker: serving {:?} with capacity {} on {}",
         w.pipelines(),
+        a.capacity,
         urls.join(", ")
     );
+    let mut signals = signals::Signals::new()?;
     let stopper = w.clone();
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            println!("Ctrl-C: finishing running runs (a second Ctrl-C exits at once)");
-            stopper.stop();
-            if tokio::signal::ctrl_c().await.is_ok() {
-                std::process::exit(130);
-            }
-        }
+        let first = signals.next().await;
+        println!("{first}: finishing running runs (a second Ctrl-C or SIGTERM exits at once)");
+        stopper.stop();
+        signals.next().await;
+        std::process::exit(130);
     });
-    let exit = if once {
+    let exit = if a.once {
         let url = urls.first().ok_or("give a --broker")?;
         w.run(url).await
     } else {
@@ -327,41 +436,34 @@ async fn connect(
     codec: CodecKind,
     legacy: bool,
     native: bool,
-    wait: f64,
+    wait: Duration,
+    token: Option<String>,
 ) -> Result<Client, String> {
     let config = ClientConfig {
         codec,
         legacy,
         fallback_to_legacy: !native,
+        token,
         ..ClientConfig::default()
     };
-    Client::connect_any(
-        &[url.to_owned()],
-        config,
-        Duration::from_secs_f64(wait.max(0.0)),
-    )
-    .await
-    .map_err(|e| e.to_string())
+    Client::connect_any(&[url.to_owned()], config, wait)
+        .await
+        .map_err(|e| e.to_string())
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_pipeline(
-    url: &str,
-    pipeline: &str,
-    vars: &str,
-    timeout: Option<f64>,
-    detach: bool,
-    codec: CodecKind,
-    legacy: bool,
-    native: bool,
-    wait: f64,
-) -> Result<ExitCode, String> {
-    let vars: serde_json::Value = serde_json::from_str(vars)
-        .map_err(|e| format!("--vars must be JSON, e.g. --vars '{{\"a\": 1}}': {e}"))?;
-    let client = connect(url, codec, legacy, native, wait).await?;
-    if detach {
+async fn run_pipeline(a: RunArgs) -> Result<ExitCode, String> {
+    let client = connect(
+        &a.broker,
+        a.codec,
+        a.legacy,
+        a.native,
+        a.wait,
+        a.token.resolve()?,
+    )
+    .await?;
+    if a.detach {
         let cookie = client
-            .run_detached(pipeline, &vars)
+            .run_detached(&a.pipeline, &a.vars)
             .await
             .map_err(|e| e.to_string())?;
         println!("detached run {cookie} started");
@@ -369,9 +471,8 @@ async fn run_pipeline(
         client.close(Duration::from_secs(5)).await;
         return Ok(ExitCode::SUCCESS);
     }
-    let timeout = timeout.map(|s| Duration::from_secs_f64(s.max(0.0)));
     let mut handle = client
-        .start_with(pipeline, &vars, RunOptions { timeout })
+        .start_with(&a.pipeline, &a.vars, RunOptions { timeout: a.timeout })
         .await
         .map_err(|e| e.to_string())?;
     while let Some(event) = handle.next_event().await {
@@ -396,9 +497,9 @@ async fn run_pipeline(
     }
 }
 
-async fn stats(url: &str, wait: f64) -> Result<ExitCode, String> {
+async fn stats(url: &str, wait: Duration, token: Option<String>) -> Result<ExitCode, String> {
     // Only a plexwire broker keeps these counters: no legacy fallback (--native).
-    let client = connect(url, CodecKind::Json, false, true, wait).await?;
+    let client = connect(url, CodecKind::Json, false, true, wait, token).await?;
     let stats: serde_json::Value = client
         .run_with(
             STATS_PIPELINE,
@@ -417,4 +518,34 @@ async fn stats(url: &str, wait: f64) -> Result<ExitCode, String> {
     }
     client.close(Duration::from_secs(2)).await;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exposure_warning;
+    use plexwire::transport::Endpoint;
+
+    fn warns(url: &str, label: &str, has_token: bool, allow_legacy: bool) -> bool {
+        let ep = Endpoint::parse(url).unwrap();
+        exposure_warning(&ep, label, has_token, allow_legacy).is_some()
+    }
+
+    #[test]
+    fn open_listeners_beyond_loopback_are_named() {
+        // Reachable from other machines and open to anyone: warned.
+        assert!(warns("tcp://0.0.0.0:51510", "workers", false, true));
+        assert!(warns("tcp://192.0.2.7:51510", "workers", false, false));
+        assert!(warns("tcp://[::]:51500", "clients", false, true));
+        // A token, but legacy peers (who present none) admitted: warned.
+        assert!(warns("tcp://0.0.0.0:51510", "workers", true, true));
+        // A token and no legacy peers, or loopback, or a UNIX socket: quiet.
+        assert!(!warns("tcp://0.0.0.0:51510", "workers", true, false));
+        assert!(!warns("tcp://127.0.0.1:51510", "workers", false, true));
+        assert!(!warns("tcp://[::1]:51510", "workers", false, true));
+        assert!(!warns("tcp://localhost:51510", "workers", false, true));
+        assert!(!warns("unix:///tmp/w.sock", "workers", false, true));
+        let ep = Endpoint::parse("tcp://0.0.0.0:51510").unwrap();
+        let text = exposure_warning(&ep, "workers", false, true).unwrap();
+        assert!(text.contains("PLEXWIRE_WORKER_TOKEN"), "{text}");
+    }
 }
