@@ -12,7 +12,10 @@ use tokio_util::sync::CancellationToken;
 use crate::codec::{detect, encode_hello, AnyCodec, Codec, CodecError, CodecKind, FirstFrame};
 use crate::error::Error;
 use crate::link::{self, FirstFrameError, Outgoing, Wire, WriterConfig};
-use crate::protocol::{Packet, PacketType, ResultCode, Role, PROTOCOL_VERSION};
+use crate::protocol::{
+    Liveness, LivenessAction, LivenessConfig, Packet, PacketType, ResultCode, Role,
+    PROTOCOL_VERSION,
+};
 use crate::transport::{
     Connection, FrameReceiver, FrameSender, Lane, LaneEnds, MessageKind, TransportError,
 };
@@ -254,4 +257,53 @@ pub(crate) fn end_request_lane(ends: Option<&LaneEnds>, packet: &Packet) {
             ends.end(cookie.as_u128());
         }
     }
+}
+
+/// The async side of a [`Liveness`] core, for every role's read loop: one
+/// timer, re-armed only when it fires (arriving packets merely note the
+/// time, so a busy connection costs no timer work per packet).
+pub(crate) struct LivenessTimer {
+    core: Liveness,
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl LivenessTimer {
+    pub(crate) fn new(config: LivenessConfig) -> LivenessTimer {
+        let core = Liveness::new(config, now());
+        let sleep = Box::pin(tokio::time::sleep_until(core.poll_timeout().into()));
+        LivenessTimer { core, sleep }
+    }
+
+    /// Something arrived from the peer.
+    pub(crate) fn heard(&mut self) {
+        self.core.handle_received(now());
+    }
+
+    /// Waits until the core asks for something (a PING to send, or the
+    /// peer declared dead). Cancel-safe: dropping the future loses nothing.
+    pub(crate) async fn next(&mut self) -> LivenessAction {
+        loop {
+            self.sleep.as_mut().await;
+            let action = self.core.handle_timeout(now());
+            self.sleep.as_mut().reset(self.core.poll_timeout().into());
+            if let Some(action) = action {
+                return action;
+            }
+        }
+    }
+}
+
+/// [`LivenessTimer::next`] where there is one; never, for a peer that is
+/// not probed (a legacy one).
+pub(crate) async fn next_liveness(timer: &mut Option<LivenessTimer>) -> LivenessAction {
+    match timer {
+        Some(t) => t.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The shells' clock: tokio's, so that tests with a paused runtime clock
+/// drive the cores in virtual time.
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
 }

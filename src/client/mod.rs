@@ -36,10 +36,12 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::codec::{AnyCodec, Codec, CodecKind};
-use crate::conn;
+use crate::conn::{self, next_liveness, LivenessTimer};
 use crate::error::{Error, RunError};
 use crate::link::WriterConfig;
-use crate::protocol::{Packet, PacketType, Payload, ResultCode, Role};
+use crate::protocol::{
+    LivenessAction, LivenessConfig, Packet, PacketType, Payload, ResultCode, Role,
+};
 use crate::reconnect::{Backoff, LegacyEndpoints, Mode, OpenSettings};
 use crate::transport::{AnyTransport, ClientTransport, Connection, Endpoint, FrameReceiver};
 
@@ -799,30 +801,32 @@ async fn read_loop(inner: Weak<Inner>, reading: Reading) -> &'static str {
         legacy,
         ..
     } = reading;
-    let liveness = inner
-        .upgrade()
-        .and_then(|i| (!legacy).then_some((i.config.ping_interval, i.config.ping_timeout)));
-    let (interval, timeout) = liveness.unwrap_or((Duration::from_secs(3600), Duration::MAX));
-    let mut last_seen = Instant::now();
-    let mut tick = tokio::time::interval(interval.max(Duration::from_millis(1)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut liveness = inner.upgrade().and_then(|i| {
+        (!legacy).then(|| {
+            LivenessTimer::new(LivenessConfig {
+                interval: i.config.ping_interval,
+                timeout: i.config.ping_timeout,
+            })
+        })
+    });
     loop {
         let frame = tokio::select! {
-            _ = tick.tick(), if liveness.is_some() => {
-                let silent = last_seen.elapsed();
+            action = next_liveness(&mut liveness) => {
                 let Some(inner) = inner.upgrade() else { return "client dropped" };
-                if silent > timeout {
-                    tracing::warn!(?silent, "the broker is silent past the ping timeout; giving it up");
-                    return "ping timeout";
-                }
-                                if silent >= interval {
-                    inner.control(PacketType::Ping);
+                match action {
+                    LivenessAction::SendPing => inner.control(PacketType::Ping),
+                    LivenessAction::PeerDead { silent } => {
+                        tracing::warn!(?silent, "the broker is silent past the ping timeout; giving it up");
+                        return "ping timeout";
+                    }
                 }
                 continue;
             }
             f = rx.recv_frame() => f,
         };
-        last_seen = Instant::now();
+        if let Some(l) = liveness.as_mut() {
+            l.heard();
+        }
         let frame = match frame {
             Some(Ok(f)) => f,
             Some(Err(e)) => {

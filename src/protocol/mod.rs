@@ -6,8 +6,10 @@
 //! result codes) that are only ever sent to a peer that announced itself with
 //! HELLO. `docs/protocol.md` is the normative description of the wire format.
 
+mod liveness;
 mod packet;
 mod result_code;
 
+pub use liveness::{Liveness, LivenessAction, LivenessConfig};
 pub use packet::{Hello, Packet, PacketType, Payload, Role, PROTOCOL_VERSION};
 pub use result_code::ResultCode;

@@ -37,10 +37,12 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::codec::{Codec, CodecKind};
-use crate::conn;
+use crate::conn::{self, next_liveness, LivenessTimer};
 use crate::error::Error;
 use crate::link::{TrySendError, WriterConfig};
-use crate::protocol::{Packet, PacketType, Payload, ResultCode, Role};
+use crate::protocol::{
+    LivenessAction, LivenessConfig, Packet, PacketType, Payload, ResultCode, Role,
+};
 use crate::reconnect::{Backoff, LegacyEndpoints, Mode, OpenSettings};
 use crate::transport::{AnyTransport, ClientTransport, Connection, Endpoint};
 
@@ -440,19 +442,23 @@ impl Worker {
         // Wakes the loop when a run ends, for draining.
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<()>();
         let mut draining = false;
-        let mut last_seen = tokio::time::Instant::now();
-        let mut tick = tokio::time::interval(c.ping_interval.max(Duration::from_millis(1)));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut liveness = (!legacy).then(|| {
+            LivenessTimer::new(LivenessConfig {
+                interval: c.ping_interval,
+                timeout: c.ping_timeout,
+            })
+        });
         let exit = loop {
             let frame = tokio::select! {
-                _ = tick.tick(), if !legacy => {
-                    let silent = last_seen.elapsed();
-                    if silent > c.ping_timeout {
-                        tracing::warn!(broker = %peer, ?silent, "the broker is silent past the ping timeout; giving it up");
-                        break WorkerExit::BrokerGone;
-                    }
-                    if silent >= c.ping_interval {
-                        out.try_send_control(PacketType::Ping);
+                action = next_liveness(&mut liveness) => {
+                    match action {
+                        LivenessAction::SendPing => {
+                            out.try_send_control(PacketType::Ping);
+                        }
+                        LivenessAction::PeerDead { silent } => {
+                            tracing::warn!(broker = %peer, ?silent, "the broker is silent past the ping timeout; giving it up");
+                            break WorkerExit::BrokerGone;
+                        }
                     }
                     continue;
                 }
@@ -471,7 +477,9 @@ impl Worker {
                 }
                 f = rx.recv_frame() => f,
             };
-            last_seen = tokio::time::Instant::now();
+            if let Some(l) = liveness.as_mut() {
+                l.heard();
+            }
             let packet = match frame {
                 None => break WorkerExit::BrokerGone,
                 Some(Err(e)) => {
