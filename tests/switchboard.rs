@@ -601,3 +601,57 @@ fn free_capacity_after_a_smaller_re_register_is_not_under_reported() {
     let st = s.stats();
     assert_eq!((st.total_capacity, st.free_capacity), (9, 8), "{st:?}");
 }
+
+/// A run answered WORKER_WENT_AWAY is over for its client too: it no longer
+/// counts against the client's limit, and a later run reusing its cookie
+/// (from another client) is not orphaned when the first client leaves.
+/// (Found by the model test: the cookie stayed in the client's set.)
+#[test]
+fn a_run_whose_worker_went_away_is_released_from_its_client() {
+    let mut s = Switchboard::new(SwitchboardConfig {
+        max_runs_per_client: 1,
+        ..SwitchboardConfig::default()
+    });
+    setup(&mut s);
+    s.handle_connect(W, Side::Worker, true);
+    s.handle_packet(W, Packet::register(1, None));
+    let (cookie, p) = run("p");
+    s.handle_packet(C, p);
+    s.handle_disconnect(W);
+    assert_eq!(rc_to(&drain(&mut s), C), vec![ResultCode::WorkerWentAway]);
+    s.handle_connect(X, Side::Worker, false);
+    s.handle_packet(X, Packet::register(2, None));
+    // C's limit of one run is free again.
+    let (mine, p) = run("p");
+    s.handle_packet(C, p);
+    assert!(rc_to(&drain(&mut s), C).is_empty(), "C's next run is accepted");
+    // The old cookie, now from another client.
+    s.handle_packet(L, Packet::run(cookie, "p", None, false));
+    let out = drain(&mut s);
+    assert!(out.iter().any(|t| t.to == X && t.packet.cookie == Some(cookie)), "{out:?}");
+    s.handle_packet(X, Packet::ok(mine, None));
+    s.handle_disconnect(C);
+    s.handle_packet(X, Packet::ok(cookie, None));
+    assert_eq!(rc_to(&drain(&mut s), L), vec![ResultCode::Ok], "L is answered");
+}
+
+/// A worker that registers again serving fewer pipelines: queued runs that
+/// no worker serves any more are answered UNKNOWN_PIPELINE at once, not
+/// left waiting forever. (Found by the model test's re-REGISTER steps.)
+#[test]
+fn a_re_register_that_drops_a_pipeline_answers_its_queued_runs() {
+    let mut s = sb(10);
+    setup(&mut s);
+    s.handle_connect(W, Side::Worker, true);
+    s.handle_packet(W, Packet::register(1, Some(vec!["a".into(), "b".into()])));
+    s.handle_packet(C, run("a").1);
+    let (b, p) = run("b");
+    s.handle_packet(C, p);
+    drain(&mut s);
+    assert_eq!(s.stats().queued, 1);
+    s.handle_packet(W, Packet::register(1, Some(vec!["a".into()])));
+    let out = drain(&mut s);
+    assert_eq!(rc_to(&out, C), vec![ResultCode::UnknownPipeline]);
+    assert_eq!(out[0].packet.cookie, Some(b));
+    assert_eq!(s.stats().queued, 0);
+}

@@ -365,11 +365,16 @@ impl Switchboard {
     pub fn handle_disconnect(&mut self, peer: PeerId) {
         if let Some(client) = self.clients.remove(&peer) {
             for cookie in client.runs {
-                self.orphan(cookie);
+                self.orphan(peer, cookie);
             }
         } else if let Some(worker) = self.workers.remove(&peer) {
             for cookie in worker.runs {
                 if let Some(route) = self.routes.remove(&cookie) {
+                    // The run is over for its client too: otherwise the
+                    // cookie stays counted against its per-client limit,
+                    // and if another client reuses the cookie, the first
+                    // client's disconnect would orphan the new run.
+                    self.detach_from_owner(route.owner, &cookie);
                     if route.answer_owner {
                         self.finish_to_owner(
                             route.owner,
@@ -514,6 +519,10 @@ impl Switchboard {
         w.capacity = capacity;
         w.pipelines = p.pipelines.map(|v| v.into_iter().collect());
         tracing::debug!(peer, capacity, pipelines = ?w.pipelines, "worker registered");
+        // A worker that registers again may serve fewer pipelines than
+        // before: queued runs that no worker serves any more are answered,
+        // not left waiting forever.
+        self.answer_unservable_queued();
         self.dispatch_queued();
     }
 
@@ -864,9 +873,9 @@ impl Switchboard {
         }
     }
 
-    /// The owner stopped waiting for `cookie` (it disconnected).
-    fn orphan(&mut self, cookie: Uuid) {
-        let Some(route) = self.routes.get_mut(&cookie) else {
+    /// The owner `owner` stopped waiting for `cookie` (it disconnected).
+    fn orphan(&mut self, owner: PeerId, cookie: Uuid) {
+        let Some(route) = self.routes.get_mut(&cookie).filter(|r| r.owner == owner) else {
             return;
         };
         route.answer_owner = false;
