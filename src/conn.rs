@@ -9,7 +9,9 @@ use bytes::Bytes;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::codec::{answer_codec, detect, encode_hello, AnyCodec, Codec, CodecError, CodecKind, FirstFrame};
+use crate::codec::{
+    answer_codec, detect, encode_hello, AnyCodec, Codec, CodecError, CodecKind, FirstFrame,
+};
 use crate::error::Error;
 use crate::link::{self, FirstFrameError, Outgoing, Wire, WriterConfig};
 use crate::protocol::{Packet, PacketType, ResultCode, Role, PROTOCOL_VERSION};

@@ -128,7 +128,11 @@ async fn an_undecodable_first_frame_is_answered_bad_packet_where_the_codec_is_kn
     let answer = Json.decode(&read_frame(&mut io).await.unwrap()).unwrap();
     assert_eq!(answer.rc, Some(ResultCode::BadPacket));
     assert!(
-        answer.error.as_deref().unwrap_or_default().contains("first frame"),
+        answer
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("first frame"),
         "{answer:?}"
     );
     assert!(read_frame(&mut io).await.is_none(), "then closed");
@@ -218,7 +222,10 @@ async fn unfinished_frames_of_all_connections_share_one_byte_budget() {
     let (cookie, run) = legacy_run(plexwire::broker::STATS_PIPELINE, None);
     write_frame(&mut good, &run).await;
     let answer = Json.decode(&read_frame(&mut good).await.unwrap()).unwrap();
-    assert_eq!((answer.cookie, answer.rc), (Some(cookie), Some(ResultCode::Ok)));
+    assert_eq!(
+        (answer.cookie, answer.rc),
+        (Some(cookie), Some(ResultCode::Ok))
+    );
 }
 
 /// Idle legacy connections cannot use up a listener's `max_connections`:
@@ -242,7 +249,11 @@ async fn idle_connections_are_closed_and_free_their_slots() {
 
     // A legacy worker registers, then idles.
     let mut worker = workers.dial().await;
-    write_frame(&mut worker, &Json.encode(&Packet::register(1, None)).unwrap()).await;
+    write_frame(
+        &mut worker,
+        &Json.encode(&Packet::register(1, None)).unwrap(),
+    )
+    .await;
 
     // First: two silent connections hold both slots until the handshake timeout.
     let mut silent = vec![dialer.dial().await, dialer.dial().await];
@@ -251,23 +262,40 @@ async fn idle_connections_are_closed_and_free_their_slots() {
     let mut third = dialer.dial().await;
     let (_, run) = legacy_run(plexwire::broker::STATS_PIPELINE, None);
     write_frame(&mut third, &run).await;
-    assert!(timeout(NEVER, read_frame(&mut third)).await.unwrap().is_some());
+    assert!(timeout(NEVER, read_frame(&mut third))
+        .await
+        .unwrap()
+        .is_some());
     assert!(start.elapsed() >= BrokerConfig::default().handshake_timeout);
     for s in &mut silent {
-        assert!(read_frame(s).await.is_none(), "cut after the handshake timeout");
+        assert!(
+            read_frame(s).await.is_none(),
+            "cut after the handshake timeout"
+        );
     }
 
     // Then: two legacy clients that asked once and went idle hold both slots.
     let mut idlers = vec![third];
     let mut second = dialer.dial().await;
-    write_frame(&mut second, &legacy_run(plexwire::broker::STATS_PIPELINE, None).1).await;
+    write_frame(
+        &mut second,
+        &legacy_run(plexwire::broker::STATS_PIPELINE, None).1,
+    )
+    .await;
     read_frame(&mut second).await.unwrap();
     idlers.push(second);
     let start = Instant::now();
     let mut waiting = dialer.dial().await;
-    write_frame(&mut waiting, &legacy_run(plexwire::broker::STATS_PIPELINE, None).1).await;
+    write_frame(
+        &mut waiting,
+        &legacy_run(plexwire::broker::STATS_PIPELINE, None).1,
+    )
+    .await;
     let answered = timeout(NEVER, read_frame(&mut waiting)).await;
-    assert!(matches!(answered, Ok(Some(_))), "served once the idlers are closed");
+    assert!(
+        matches!(answered, Ok(Some(_))),
+        "served once the idlers are closed"
+    );
     let waited = start.elapsed();
     assert!(waited >= idle / 2 && waited <= idle * 2, "{waited:?}");
     for s in &mut idlers {
@@ -275,9 +303,15 @@ async fn idle_connections_are_closed_and_free_their_slots() {
     }
     let stats = broker.stats();
     assert!(stats.idle_closed >= 2, "{stats:?}");
-    assert_eq!(stats.switchboard.total_capacity, 1, "the worker stays: {stats:?}");
+    assert_eq!(
+        stats.switchboard.total_capacity, 1,
+        "the worker stays: {stats:?}"
+    );
     let kept = timeout(idle * 3, read_frame(&mut worker)).await;
-    assert!(kept.is_err(), "a registered legacy worker is not closed: {kept:?}");
+    assert!(
+        kept.is_err(),
+        "a registered legacy worker is not closed: {kept:?}"
+    );
 }
 
 /// One RUN queued per client is fine; a client that queues RUNs with large
@@ -294,7 +328,11 @@ async fn a_client_queueing_large_runs_is_bounded_in_bytes() {
     let workers = serve_duplexes(&broker, Side::Worker, ListenerOptions::default());
     // A legacy worker with one slot that never answers.
     let mut worker = workers.dial().await;
-    write_frame(&mut worker, &Json.encode(&Packet::register(1, None)).unwrap()).await;
+    write_frame(
+        &mut worker,
+        &Json.encode(&Packet::register(1, None)).unwrap(),
+    )
+    .await;
     assert!(broker.wait_for_capacity(1, NEVER).await);
     let mut io = clients.dial().await;
     let big = format!("\"{}\"", "x".repeat(200 << 10));
@@ -378,7 +416,11 @@ async fn refused_connections_are_logged_at_most_once_a_second_with_a_count() {
     };
     refuse_burst(50).await;
     assert_eq!(broker.stats().handshake_failures, 50);
-    assert_eq!(log.lines_with("connection refused").len(), 1, "one line for the burst");
+    assert_eq!(
+        log.lines_with("connection refused").len(),
+        1,
+        "one line for the burst"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     refuse_burst(1).await;
     let lines = log.lines_with("connection refused");

@@ -539,8 +539,14 @@ async fn attack_round(t: &Target, noise: &mut Noise, i: usize) -> (usize, bool) 
     cases.push(tokio::spawn({
         let w = w.clone();
         async move {
-            let reg = Json.encode(&Packet::register(100_000_000, None)).unwrap().to_vec();
-            let lie = Json.encode(&Packet::ok(uuid::Uuid::new_v4(), None)).unwrap().to_vec();
+            let reg = Json
+                .encode(&Packet::register(100_000_000, None))
+                .unwrap()
+                .to_vec();
+            let lie = Json
+                .encode(&Packet::ok(uuid::Uuid::new_v4(), None))
+                .unwrap()
+                .to_vec();
             let codes = framed_attack_url(&w, vec![reg, lie.clone(), lie]).await;
             assert_eq!(codes, vec![Some(ResultCode::BadPacket)]);
         }
@@ -647,10 +653,18 @@ async fn hostile_peers_do_not_disturb_a_good_client_on_any_backend() {
         eprintln!(
             "{}: {count} hostile connections; raw-byte attacks {}",
             v.label,
-            if stream { "sent (a byte stream)" } else { "not applicable (a message transport)" }
+            if stream {
+                "sent (a byte stream)"
+            } else {
+                "not applicable (a message transport)"
+            }
         );
         let failures = timeout(LIMIT, good_runs).await.unwrap().unwrap();
-        assert!(failures.is_empty(), "{}: good runs failed: {failures:?}", v.label);
+        assert!(
+            failures.is_empty(),
+            "{}: good runs failed: {failures:?}",
+            v.label
+        );
         let stats = broker.stats();
         assert!(count >= 80, "{count} hostile connections");
         assert!(stats.handshake_failures >= 8 * 4, "{}: {stats:?}", v.label);

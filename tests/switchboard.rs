@@ -486,7 +486,7 @@ fn one_client_cannot_hold_more_than_its_share() {
 /// A run whose variables are `n` bytes.
 fn big_run(pipeline: &str, n: usize) -> (Uuid, Packet) {
     let c = Uuid::new_v4();
-    let vars = Payload::from_json_text(&format!("\"{}\"", "x".repeat(n)));
+    let vars = Payload::from_json_text(format!("\"{}\"", "x".repeat(n)));
     (c, Packet::run(c, pipeline, Some(vars), false))
 }
 
@@ -624,15 +624,26 @@ fn a_run_whose_worker_went_away_is_released_from_its_client() {
     // C's limit of one run is free again.
     let (mine, p) = run("p");
     s.handle_packet(C, p);
-    assert!(rc_to(&drain(&mut s), C).is_empty(), "C's next run is accepted");
+    assert!(
+        rc_to(&drain(&mut s), C).is_empty(),
+        "C's next run is accepted"
+    );
     // The old cookie, now from another client.
     s.handle_packet(L, Packet::run(cookie, "p", None, false));
     let out = drain(&mut s);
-    assert!(out.iter().any(|t| t.to == X && t.packet.cookie == Some(cookie)), "{out:?}");
+    assert!(
+        out.iter()
+            .any(|t| t.to == X && t.packet.cookie == Some(cookie)),
+        "{out:?}"
+    );
     s.handle_packet(X, Packet::ok(mine, None));
     s.handle_disconnect(C);
     s.handle_packet(X, Packet::ok(cookie, None));
-    assert_eq!(rc_to(&drain(&mut s), L), vec![ResultCode::Ok], "L is answered");
+    assert_eq!(
+        rc_to(&drain(&mut s), L),
+        vec![ResultCode::Ok],
+        "L is answered"
+    );
 }
 
 /// A worker that registers again serving fewer pipelines: queued runs that

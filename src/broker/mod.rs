@@ -12,7 +12,7 @@
 //! (`send_queue_bytes`), the wait queue broker-wide and per client
 //! (`queue_bytes`, `queue_bytes_per_client`), and the bytes all connections
 //! hold in unfinished frames (`partial_frame_bytes`). Each connection's
-//! clocks ([`watchdog`]) cut a frame that stops short (`frame_timeout`), a
+//! clocks (`watchdog.rs`) cut a frame that stops short (`frame_timeout`), a
 //! silent native peer (`ping_timeout`) and an idle legacy one
 //! (`legacy_idle_timeout`); a connection that sends no first frame is cut
 //! after `handshake_timeout`.
@@ -37,8 +37,8 @@ use crate::codec::Codec;
 use crate::conn;
 use crate::link::{ReadError, Reader, TrySendError, WriterConfig};
 use crate::protocol::{Packet, PacketType, Payload, ResultCode, Role};
-use crate::transport::{self, Connection, Endpoint, ServerTransport, TransportError};
 use crate::transport::PartialBudget;
+use crate::transport::{self, Connection, Endpoint, ServerTransport, TransportError};
 use watchdog::{Verdict, Watchdog, WatchdogConfig};
 
 /// A pipeline name the broker answers itself, with its [`BrokerStats`] as JSON.
@@ -585,11 +585,9 @@ impl Shared {
                         ),
                     );
                     if let Ok(f) = codec.encode(&answer) {
-                        let _ = tokio::time::timeout(
-                            self.config.handshake_timeout,
-                            tx.send_frame(f),
-                        )
-                        .await;
+                        let _ =
+                            tokio::time::timeout(self.config.handshake_timeout, tx.send_frame(f))
+                                .await;
                     }
                 }
                 return;

@@ -712,7 +712,11 @@ impl FrameReceiver {
     /// so between two wake-ups it is off by at most one read); `Err` once
     /// it would pass the budget.
     fn account(&mut self) -> Result<(), TransportError> {
-        let buffered = if self.done { 0 } else { self.unfinished_bytes() };
+        let buffered = if self.done {
+            0
+        } else {
+            self.unfinished_bytes()
+        };
         let Some(charge) = self.budget.as_mut() else {
             return Ok(());
         };
@@ -763,7 +767,9 @@ mod partial_budget_tests {
         assert_eq!(budget.used(), 604);
         b_io.write_all(&head).await.unwrap();
         match b.recv_frame().await {
-            Some(Err(TransportError::PartialBudget { buffered, limit, .. })) => {
+            Some(Err(TransportError::PartialBudget {
+                buffered, limit, ..
+            })) => {
                 assert_eq!((buffered, limit), (604, 1000));
             }
             other => panic!("expected the budget error, got {other:?}"),
