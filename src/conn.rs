@@ -9,7 +9,9 @@ use bytes::Bytes;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::codec::{detect, encode_hello, AnyCodec, Codec, CodecError, CodecKind, FirstFrame};
+use crate::codec::{
+    answer_codec, detect, encode_hello, AnyCodec, Codec, CodecError, CodecKind, FirstFrame,
+};
 use crate::error::Error;
 use crate::link::{self, FirstFrameError, Outgoing, Wire, WriterConfig};
 use crate::protocol::{
@@ -117,19 +119,41 @@ fn handshake(peer: &str, reason: String) -> Error {
     }
 }
 
+/// Why a connection's first frame was not accepted, and the codec to say
+/// so in, if the frame told which the peer speaks.
+#[derive(Debug)]
+pub(crate) struct Refused {
+    pub(crate) error: Error,
+    /// `Some` for a frame that could be read as far as its codec
+    /// ([`answer_codec`]): the peer is sent a BAD_PACKET in it.
+    pub(crate) answer_with: Option<AnyCodec>,
+}
+
+impl From<Error> for Refused {
+    fn from(error: Error) -> Refused {
+        Refused {
+            error,
+            answer_with: None,
+        }
+    }
+}
+
 /// Broker side: reads the first frame (within `timeout`) and picks the codec.
 pub(crate) async fn accept(
     rx: &mut FrameReceiver,
     timeout: Duration,
     peer: &str,
-) -> Result<FirstFrame, Error> {
+) -> Result<FirstFrame, Refused> {
     let frame = match link::first_frame(rx, timeout).await {
         Ok(frame) => frame,
-        Err(FirstFrameError::Closed) => return Err(Error::Closed(peer.to_owned())),
-        Err(FirstFrameError::Transport(e)) => return Err(e.into()),
-        Err(e) => return Err(handshake(peer, e.to_string())),
+        Err(FirstFrameError::Closed) => return Err(Error::Closed(peer.to_owned()).into()),
+        Err(FirstFrameError::Transport(e)) => return Err(Error::from(e).into()),
+        Err(e) => return Err(handshake(peer, e.to_string()).into()),
     };
-    Ok(detect(&frame)?)
+    detect(&frame).map_err(|e| Refused {
+        error: e.into(),
+        answer_with: answer_codec(&frame),
+    })
 }
 
 /// The broker protocol on the shared connection layer: [`Packet`]s encoded

@@ -460,6 +460,7 @@ fn one_client_cannot_hold_more_than_its_share() {
         queue_limit: 100,
         max_capacity: 1000,
         max_runs_per_client: 3,
+        ..SwitchboardConfig::default()
     });
     setup(&mut s);
     s.handle_connect(W, Side::Worker, true);
@@ -480,4 +481,188 @@ fn one_client_cannot_hold_more_than_its_share() {
     // Another client is not affected.
     s.handle_packet(L, run("p").1);
     assert!(rc_to(&drain(&mut s), L).is_empty(), "queued, not refused");
+}
+
+/// A run whose variables are `n` bytes.
+fn big_run(pipeline: &str, n: usize) -> (Uuid, Packet) {
+    let c = Uuid::new_v4();
+    let vars = Payload::from_json_text(format!("\"{}\"", "x".repeat(n)));
+    (c, Packet::run(c, pipeline, Some(vars), false))
+}
+
+/// The wait queue is bounded in bytes per client: one client's queued runs
+/// stop at its share (answered NO_CAPACITY naming the setting), another
+/// client still queues, and the bytes leave the budget as runs leave the
+/// queue (dispatched, cancelled, or their client gone).
+#[test]
+fn the_queue_is_bounded_in_bytes_per_client() {
+    let mut s = Switchboard::new(SwitchboardConfig {
+        queue_limit: 1000,
+        queue_bytes: 1 << 20,
+        queue_bytes_per_client: 10_000,
+        ..SwitchboardConfig::default()
+    });
+    setup(&mut s);
+    s.handle_connect(W, Side::Worker, true);
+    s.handle_packet(W, Packet::register(1, None));
+    let (_, first) = big_run("p", 10);
+    s.handle_packet(C, first); // takes the only slot
+    let mut queued = Vec::new();
+    for _ in 0..3 {
+        let (c, p) = big_run("p", 3000);
+        s.handle_packet(C, p);
+        queued.push(c);
+    }
+    drain(&mut s);
+    let held = s.stats().queued_bytes;
+    assert!((9000..10_000).contains(&held), "{held}");
+    let (_, over) = big_run("p", 3000);
+    s.handle_packet(C, over);
+    let out = drain(&mut s);
+    assert_eq!(rc_to(&out, C), vec![ResultCode::NoCapacity]);
+    let error = out[0].packet.error.clone().unwrap_or_default();
+    assert!(
+        error.contains("per-client budget") && error.contains("queue_bytes_per_client"),
+        "{error}"
+    );
+    // Another client is not refused for C's bytes.
+    let (lc, lp) = big_run("p", 3000);
+    s.handle_packet(L, lp);
+    assert!(rc_to(&drain(&mut s), L).is_empty(), "L's run waits");
+    // Bytes leave as runs leave: a cancel, then the client going.
+    let before = s.stats().queued_bytes;
+    s.handle_packet(C, Packet::cancel(queued[0]));
+    drain(&mut s);
+    assert!(s.stats().queued_bytes < before);
+    s.handle_disconnect(C);
+    s.handle_disconnect(L);
+    drain(&mut s);
+    let st = s.stats();
+    assert_eq!((st.queued, st.queued_bytes), (0, 0), "{st:?} ({lc})");
+}
+
+/// The wait queue is bounded in bytes broker-wide: many clients together
+/// stop at `queue_bytes`, answered NO_CAPACITY naming it; dispatching a
+/// queued run frees its bytes.
+#[test]
+fn the_queue_is_bounded_in_bytes_broker_wide() {
+    let mut s = Switchboard::new(SwitchboardConfig {
+        queue_limit: 1000,
+        queue_bytes: 10_000,
+        queue_bytes_per_client: 1 << 20,
+        ..SwitchboardConfig::default()
+    });
+    s.handle_connect(W, Side::Worker, true);
+    s.handle_packet(W, Packet::register(1, None));
+    let (busy, p) = big_run("p", 10);
+    s.handle_connect(100, Side::Client, true);
+    s.handle_packet(100, p);
+    for client in 101..104 {
+        s.handle_connect(client, Side::Client, true);
+        s.handle_packet(client, big_run("p", 3000).1);
+    }
+    assert_eq!(s.stats().queued, 3);
+    s.handle_connect(104, Side::Client, true);
+    drain(&mut s);
+    s.handle_packet(104, big_run("p", 3000).1);
+    let out = drain(&mut s);
+    assert_eq!(rc_to(&out, 104), vec![ResultCode::NoCapacity]);
+    let error = out[0].packet.error.clone().unwrap_or_default();
+    assert!(
+        error.contains("wait queue is full in bytes") && error.contains("`queue_bytes`"),
+        "{error}"
+    );
+    // The worker finishes: one queued run is dispatched, its bytes freed.
+    let before = s.stats().queued_bytes;
+    s.handle_packet(W, Packet::ok(busy, None));
+    drain(&mut s);
+    assert!(s.stats().queued_bytes < before);
+    s.handle_packet(104, big_run("p", 3000).1);
+    assert!(rc_to(&drain(&mut s), 104).is_empty(), "room again");
+}
+
+/// A worker that re-registers a smaller capacity while busier than that has
+/// no free slot, but other workers' free slots still count: free capacity
+/// is summed per worker (it used to be total minus busy, which showed 5 free
+/// here where 8 are).
+#[test]
+fn free_capacity_after_a_smaller_re_register_is_not_under_reported() {
+    let mut s = sb(10);
+    setup(&mut s);
+    s.handle_connect(W, Side::Worker, true);
+    s.handle_packet(W, Packet::register(3, Some(vec!["w".into()])));
+    for _ in 0..3 {
+        s.handle_packet(C, run("w").1);
+    }
+    s.handle_packet(W, Packet::register(1, Some(vec!["w".into()])));
+    s.handle_connect(X, Side::Worker, false);
+    s.handle_packet(X, Packet::register(8, None));
+    drain(&mut s);
+    let st = s.stats();
+    assert_eq!((st.total_capacity, st.free_capacity), (9, 8), "{st:?}");
+}
+
+/// A run answered WORKER_WENT_AWAY is over for its client too: it no longer
+/// counts against the client's limit, and a later run reusing its cookie
+/// (from another client) is not orphaned when the first client leaves.
+/// (Found by the model test: the cookie stayed in the client's set.)
+#[test]
+fn a_run_whose_worker_went_away_is_released_from_its_client() {
+    let mut s = Switchboard::new(SwitchboardConfig {
+        max_runs_per_client: 1,
+        ..SwitchboardConfig::default()
+    });
+    setup(&mut s);
+    s.handle_connect(W, Side::Worker, true);
+    s.handle_packet(W, Packet::register(1, None));
+    let (cookie, p) = run("p");
+    s.handle_packet(C, p);
+    s.handle_disconnect(W);
+    assert_eq!(rc_to(&drain(&mut s), C), vec![ResultCode::WorkerWentAway]);
+    s.handle_connect(X, Side::Worker, false);
+    s.handle_packet(X, Packet::register(2, None));
+    // C's limit of one run is free again.
+    let (mine, p) = run("p");
+    s.handle_packet(C, p);
+    assert!(
+        rc_to(&drain(&mut s), C).is_empty(),
+        "C's next run is accepted"
+    );
+    // The old cookie, now from another client.
+    s.handle_packet(L, Packet::run(cookie, "p", None, false));
+    let out = drain(&mut s);
+    assert!(
+        out.iter()
+            .any(|t| t.to == X && t.packet.cookie == Some(cookie)),
+        "{out:?}"
+    );
+    s.handle_packet(X, Packet::ok(mine, None));
+    s.handle_disconnect(C);
+    s.handle_packet(X, Packet::ok(cookie, None));
+    assert_eq!(
+        rc_to(&drain(&mut s), L),
+        vec![ResultCode::Ok],
+        "L is answered"
+    );
+}
+
+/// A worker that registers again serving fewer pipelines: queued runs that
+/// no worker serves any more are answered UNKNOWN_PIPELINE at once, not
+/// left waiting forever. (Found by the model test's re-REGISTER steps.)
+#[test]
+fn a_re_register_that_drops_a_pipeline_answers_its_queued_runs() {
+    let mut s = sb(10);
+    setup(&mut s);
+    s.handle_connect(W, Side::Worker, true);
+    s.handle_packet(W, Packet::register(1, Some(vec!["a".into(), "b".into()])));
+    s.handle_packet(C, run("a").1);
+    let (b, p) = run("b");
+    s.handle_packet(C, p);
+    drain(&mut s);
+    assert_eq!(s.stats().queued, 1);
+    s.handle_packet(W, Packet::register(1, Some(vec!["a".into()])));
+    let out = drain(&mut s);
+    assert_eq!(rc_to(&out, C), vec![ResultCode::UnknownPipeline]);
+    assert_eq!(out[0].packet.cookie, Some(b));
+    assert_eq!(s.stats().queued, 0);
 }

@@ -10,8 +10,12 @@
 //! - no worker was sent a RUN its connection cannot carry: some workers have
 //!   a small frame limit, some speak bincode, and some runs carry control
 //!   bytes that grow sixfold as JSON — such a run is answered TOO_LARGE;
+//! - after every step, free capacity is what the workers really have free
+//!   (each registered worker's capacity less what it holds, never below
+//!   zero — workers re-REGISTER with another capacity while busy), and the
+//!   queue's bytes stay within their budgets;
 //! - once the workers have answered everything they hold, free capacity equals
-//!   total capacity, and no route or queue entry is left.
+//!   total capacity, and no route, queue entry or queued byte is left.
 
 use std::collections::{HashMap, HashSet};
 
@@ -66,6 +70,12 @@ enum Op {
     DisconnectWorker {
         worker: usize,
     },
+    /// A worker registers again, with another capacity (and pipelines).
+    Reregister {
+        worker: usize,
+        capacity: i64,
+        serves: Option<Vec<usize>>,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -81,6 +91,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0usize..6).prop_map(|worker| Op::BogusResult { worker }),
         1 => (0usize..8).prop_map(|client| Op::DisconnectClient { client }),
         1 => (0usize..6).prop_map(|worker| Op::DisconnectWorker { worker }),
+        1 => (0usize..6, 0i64..5, proptest::option::of(proptest::collection::vec(0usize..3, 1..3)))
+            .prop_map(|(worker, capacity, serves)| Op::Reregister { worker, capacity, serves }),
     ]
 }
 
@@ -102,11 +114,20 @@ struct Model {
     native: HashMap<PeerId, bool>,
     /// Each worker's wire, to check what it is sent.
     links: HashMap<PeerId, PeerLink>,
+    /// Each worker's registered capacity (0 until a valid REGISTER).
+    capacity: HashMap<PeerId, i64>,
     last_cookie: Option<Uuid>,
 }
 
 /// The frame limit of a "small" worker: a big run fits it as bincode, not as JSON.
 const SMALL_FRAME: usize = 1500;
+
+/// The largest capacity the model's switchboard accepts.
+const MAX_CAPACITY: i64 = 3;
+
+/// The model's byte budgets for the wait queue: a few small runs each.
+const QUEUE_BYTES: usize = 2000;
+const QUEUE_BYTES_PER_CLIENT: usize = 1200;
 
 impl Model {
     fn peer(&mut self) -> PeerId {
@@ -169,6 +190,38 @@ impl Model {
         Ok(())
     }
 
+    /// A worker sends REGISTER; a valid capacity replaces its old one.
+    fn register(
+        &mut self,
+        s: &mut Switchboard,
+        w: PeerId,
+        capacity: i64,
+        pipelines: Option<Vec<String>>,
+    ) {
+        if (1..=MAX_CAPACITY).contains(&capacity) {
+            self.capacity.insert(w, capacity);
+        }
+        s.handle_packet(w, Packet::register(capacity, pipelines));
+    }
+
+    /// Free capacity as the workers have it: per registered worker, its
+    /// capacity less the runs it holds, never below zero.
+    fn check_capacity(&self, s: &Switchboard) -> Result<(), TestCaseError> {
+        let free: i64 = self
+            .workers
+            .iter()
+            .map(|(w, _)| {
+                let cap = self.capacity.get(w).copied().unwrap_or(0);
+                let held = self.held.get(w).map_or(0, Vec::len) as i64;
+                (cap - held).max(0)
+            })
+            .sum();
+        let st = s.stats();
+        prop_assert_eq!(st.free_capacity as i64, free, "free capacity: {:?}", st);
+        prop_assert!(st.queued_bytes <= QUEUE_BYTES, "queue bytes: {:?}", st);
+        Ok(())
+    }
+
     fn worker_answer(
         &mut self,
         s: &mut Switchboard,
@@ -188,7 +241,13 @@ impl Model {
         self.pump(s)
     }
 
+    /// Applies `op`, then checks the invariants that hold after every step.
     fn apply(&mut self, s: &mut Switchboard, op: Op) -> Result<(), TestCaseError> {
+        self.apply_op(s, op)?;
+        self.check_capacity(s)
+    }
+
+    fn apply_op(&mut self, s: &mut Switchboard, op: Op) -> Result<(), TestCaseError> {
         match op {
             Op::ConnectClient { native } => {
                 let p = self.peer();
@@ -221,7 +280,23 @@ impl Model {
                 } else {
                     None
                 };
-                s.handle_packet(p, Packet::register(capacity, pipelines));
+                self.register(s, p, capacity, pipelines);
+            }
+            Op::Reregister {
+                worker,
+                capacity,
+                serves,
+            } => {
+                let Some(&(w, native)) = self.workers.get(worker % self.workers.len().max(1))
+                else {
+                    return Ok(());
+                };
+                let pipelines = if native {
+                    serves.map(|v| v.into_iter().map(|i| PIPELINES[i].to_owned()).collect())
+                } else {
+                    None
+                };
+                self.register(s, w, capacity, pipelines);
             }
             Op::Run {
                 client,
@@ -394,7 +469,13 @@ proptest! {
         queue_limit in 0usize..4,
         ops in proptest::collection::vec(op(), 1..250),
     ) {
-        let mut s = Switchboard::new(SwitchboardConfig { queue_limit, max_capacity: 3, ..SwitchboardConfig::default() });
+        let mut s = Switchboard::new(SwitchboardConfig {
+            queue_limit,
+            max_capacity: MAX_CAPACITY as u32,
+            queue_bytes: QUEUE_BYTES,
+            queue_bytes_per_client: QUEUE_BYTES_PER_CLIENT,
+            ..SwitchboardConfig::default()
+        });
         let mut m = Model::default();
         m.apply(&mut s, Op::ConnectClient { native: true })?;
         for op in ops {
@@ -415,6 +496,6 @@ proptest! {
         }
         let st = s.stats();
         prop_assert_eq!(st.free_capacity, st.total_capacity, "capacity leaked: {:?}", st);
-        prop_assert_eq!((st.routes, st.queued, st.running), (0, 0, 0), "routes leaked: {:?}", st);
+        prop_assert_eq!((st.routes, st.queued, st.running, st.queued_bytes), (0, 0, 0, 0), "routes leaked: {:?}", st);
     }
 }

@@ -7,8 +7,18 @@
 //! output goes to each connection's bounded send queue without waiting: a
 //! connection whose queue is full is a consumer that stopped reading, and it
 //! is disconnected rather than allowed to stall everyone else.
+//!
+//! Memory is bounded in bytes as well as in counts: each send queue
+//! (`send_queue_bytes`), the wait queue broker-wide and per client
+//! (`queue_bytes`, `queue_bytes_per_client`), and the bytes all connections
+//! hold in unfinished frames (`partial_frame_bytes`). Each connection's
+//! clocks (`watchdog.rs`) cut a frame that stops short (`frame_timeout`), a
+//! silent native peer (`ping_timeout`) and an idle legacy one
+//! (`legacy_idle_timeout`); a connection that sends no first frame is cut
+//! after `handshake_timeout`.
 
 mod switchboard;
+mod watchdog;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,13 +30,16 @@ use tokio_util::task::TaskTracker;
 
 pub use switchboard::{
     PeerId, PeerLink, Side, Switchboard, SwitchboardConfig, SwitchboardStats, Transmit,
+    DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_BYTES_PER_CLIENT,
 };
 
 use crate::codec::Codec;
 use crate::conn;
 use crate::link::{ReadError, Reader, TrySendError, WriterConfig};
 use crate::protocol::{Packet, PacketType, Payload, ResultCode, Role};
+use crate::transport::PartialBudget;
 use crate::transport::{self, Connection, Endpoint, ServerTransport, TransportError};
+use watchdog::{Verdict, Watchdog, WatchdogConfig};
 
 /// A pipeline name the broker answers itself, with its [`BrokerStats`] as JSON.
 pub const STATS_PIPELINE: &str = "$stats";
@@ -41,6 +54,14 @@ pub const DEFAULT_WORKER_PORT: u16 = 51510;
 pub struct BrokerConfig {
     /// Runs that may wait for a free slot; 0 = ReasonChip's immediate NO_CAPACITY.
     pub queue_limit: usize,
+    /// Bytes of RUNs that may wait for a free slot, all clients together
+    /// (default [`DEFAULT_QUEUE_BYTES`], 256 MiB). A run that would pass it
+    /// is answered NO_CAPACITY, naming this setting.
+    pub queue_bytes: usize,
+    /// Bytes of RUNs one client connection may have waiting for a free slot
+    /// (default [`DEFAULT_QUEUE_BYTES_PER_CLIENT`], 64 MiB), so one peer
+    /// cannot spend `queue_bytes` alone. Answered like `queue_bytes`.
+    pub queue_bytes_per_client: usize,
     /// The largest capacity one worker may register.
     pub max_capacity: u32,
     /// Runs one client may have waiting for results at once.
@@ -49,8 +70,25 @@ pub struct BrokerConfig {
     pub send_queue: usize,
     /// Bytes queued for one connection before it counts as not reading and is dropped.
     pub send_queue_bytes: usize,
-    /// How long a new connection may take to send its first packet.
+    /// How long a new connection may take to send its first packet (its
+    /// HELLO, or a legacy peer's first packet); then it is closed.
     pub handshake_timeout: Duration,
+    /// How long a frame may stay unfinished once its first bytes have
+    /// arrived, on every connection, legacy ones included (default 30 s):
+    /// a peer that announces 15 MiB and stops short is cut, not kept
+    /// holding the memory. (On byte-stream transports: TCP, UNIX, TLS, the
+    /// HTTP upgrade; message transports buffer partial messages in their
+    /// own layer.)
+    pub frame_timeout: Duration,
+    /// Bytes all connections together may hold in unfinished frames
+    /// (default 256 MiB); the connection whose bytes would pass it is closed.
+    pub partial_frame_bytes: usize,
+    /// A legacy (ReasonChip) peer cannot be pinged: one that holds nothing
+    /// (a client with no run in flight, a worker that has not registered)
+    /// and has sent nothing for this long is closed, so idle sockets cannot
+    /// use up `max_connections` (default 5 minutes; `None` = never). A
+    /// registered legacy worker is never closed for being idle.
+    pub legacy_idle_timeout: Option<Duration>,
     /// Undecodable frames tolerated from one connection before it is closed.
     pub max_bad_frames: u32,
     /// A native peer that has sent nothing for this long is sent a PING.
@@ -90,11 +128,16 @@ impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
             queue_limit: 1024,
+            queue_bytes: DEFAULT_QUEUE_BYTES,
+            queue_bytes_per_client: DEFAULT_QUEUE_BYTES_PER_CLIENT,
             max_capacity: 65_536,
             max_runs_per_client: 100_000,
             send_queue: 8192,
             send_queue_bytes: 64 << 20,
             handshake_timeout: Duration::from_secs(10),
+            frame_timeout: Duration::from_secs(30),
+            partial_frame_bytes: 256 << 20,
+            legacy_idle_timeout: Some(Duration::from_secs(300)),
             max_bad_frames: 16,
             ping_interval: Duration::from_secs(10),
             ping_timeout: Duration::from_secs(30),
@@ -121,6 +164,14 @@ pub struct BrokerStats {
     pub unauthorized: u64,
     /// Native peers declared dead after `ping_timeout` of silence.
     pub timed_out: u64,
+    /// Connections cut because a frame stayed unfinished past
+    /// `frame_timeout`, or the unfinished frames of all connections would
+    /// pass `partial_frame_bytes`.
+    pub stalled_frames: u64,
+    /// Legacy connections closed after `legacy_idle_timeout` holding nothing.
+    pub idle_closed: u64,
+    /// Bytes all connections hold in unfinished frames now.
+    pub partial_frame_bytes: usize,
 }
 
 /// The broker. Cheap to clone; all clones are the same broker.
@@ -140,6 +191,12 @@ struct Shared {
     slow_consumers: AtomicU64,
     unauthorized: AtomicU64,
     timed_out: AtomicU64,
+    stalled_frames: AtomicU64,
+    idle_closed: AtomicU64,
+    /// Bytes in unfinished frames, all connections together.
+    partial: Arc<PartialBudget>,
+    /// Aggregates the WARN lines of refused connections.
+    refusals: Mutex<RefusalLog>,
     /// Cancelled to stop accepting.
     accepting: CancellationToken,
     /// Cancelled to drop every connection.
@@ -207,7 +264,10 @@ impl Broker {
             queue_limit: config.queue_limit,
             max_capacity: config.max_capacity,
             max_runs_per_client: config.max_runs_per_client,
+            queue_bytes: config.queue_bytes,
+            queue_bytes_per_client: config.queue_bytes_per_client,
         });
+        let partial = PartialBudget::new(config.partial_frame_bytes);
         Broker {
             shared: Arc::new(Shared {
                 config,
@@ -222,6 +282,10 @@ impl Broker {
                 slow_consumers: AtomicU64::new(0),
                 unauthorized: AtomicU64::new(0),
                 timed_out: AtomicU64::new(0),
+                stalled_frames: AtomicU64::new(0),
+                idle_closed: AtomicU64::new(0),
+                partial,
+                refusals: Mutex::new(RefusalLog::default()),
                 accepting: CancellationToken::new(),
                 connections: CancellationToken::new(),
                 tracker: TaskTracker::new(),
@@ -374,6 +438,9 @@ impl Shared {
             slow_consumers: self.slow_consumers.load(Ordering::Relaxed),
             unauthorized: self.unauthorized.load(Ordering::Relaxed),
             timed_out: self.timed_out.load(Ordering::Relaxed),
+            stalled_frames: self.stalled_frames.load(Ordering::Relaxed),
+            idle_closed: self.idle_closed.load(Ordering::Relaxed),
+            partial_frame_bytes: self.partial.used(),
         }
     }
 
@@ -386,6 +453,7 @@ impl Shared {
             "total_capacity": sb.total_capacity,
             "free_capacity": sb.free_capacity,
             "queued": sb.queued,
+            "queued_bytes": sb.queued_bytes,
             "running": sb.running,
             "routes": sb.routes,
             "completed": sb.completed,
@@ -396,6 +464,9 @@ impl Shared {
             "slow_consumers": s.slow_consumers,
             "unauthorized": s.unauthorized,
             "timed_out": s.timed_out,
+            "stalled_frames": s.stalled_frames,
+            "idle_closed": s.idle_closed,
+            "partial_frame_bytes": s.partial_frame_bytes,
         })
     }
 
@@ -456,6 +527,28 @@ impl Shared {
         None
     }
 
+    /// Logs a refused connection: the first at once, later ones at most
+    /// once per [`REFUSAL_REPORT_INTERVAL`] as a count with the last reason
+    /// (churn must not flood the log); every one at DEBUG.
+    fn log_refusal(&self, who: &str, why: &str) {
+        tracing::debug!(peer = %who, reason = why, "connection refused");
+        let line = self
+            .refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(tokio::time::Instant::now());
+        match line {
+            Some(0) => tracing::warn!(peer = %who, reason = why, "connection refused"),
+            Some(n) => tracing::warn!(
+                peer = %who,
+                reason = why,
+                suppressed = n,
+                "connection refused ({n} more refused in the last {REFUSAL_REPORT_INTERVAL:?}, not logged one by one)"
+            ),
+            None => {}
+        }
+    }
+
     async fn serve_connection(
         self: Arc<Self>,
         conn: Connection,
@@ -464,15 +557,39 @@ impl Shared {
     ) {
         let who = conn.peer().to_string();
         let (mut tx, mut rx) = conn.into_frames();
+        rx.set_partial_budget(self.partial.clone());
         let first = tokio::select! {
             _ = self.connections.cancelled() => return,
             f = conn::accept(&mut rx, self.config.handshake_timeout, &who) => f,
         };
         let first = match first {
             Ok(f) => f,
-            Err(e) => {
+            Err(refused) => {
                 self.handshake_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(peer = %who, error = %e, "connection refused");
+                if matches!(
+                    refused.error,
+                    crate::error::Error::Transport(TransportError::PartialBudget { .. })
+                ) {
+                    self.stalled_frames.fetch_add(1, Ordering::Relaxed);
+                }
+                self.log_refusal(&who, &refused.error.to_string());
+                // Say why, where the frame told us how: a BAD_PACKET in the
+                // peer's codec (legacy JSON peers read it as ReasonChip's).
+                if let Some(codec) = refused.answer_with {
+                    let answer = Packet::error(
+                        None,
+                        ResultCode::BadPacket,
+                        format!(
+                            "the first frame could not be read ({}); the connection is closed",
+                            refused.error
+                        ),
+                    );
+                    if let Ok(f) = codec.encode(&answer) {
+                        let _ =
+                            tokio::time::timeout(self.config.handshake_timeout, tx.send_frame(f))
+                                .await;
+                    }
+                }
                 return;
             }
         };
@@ -484,7 +601,7 @@ impl Shared {
             } else {
                 self.handshake_failures.fetch_add(1, Ordering::Relaxed);
             }
-            tracing::warn!(peer = %who, ?side, reason = refusal.error.as_deref().unwrap_or_default(), "connection refused");
+            self.log_refusal(&who, refusal.error.as_deref().unwrap_or_default());
             if let Ok(f) = codec.encode(&refusal) {
                 let _ = tx.send_frame(f).await;
             }
@@ -537,36 +654,54 @@ impl Shared {
                 },
             );
             core.switchboard.handle_connect_with(peer, side, link);
-            if !native {
-                core.switchboard.handle_packet(peer, first.packet);
-            }
             core.flush(&self.slow_consumers);
         }
+        if !native {
+            // A legacy peer's first frame is its first real packet: handled
+            // like every later one (a RUN `$stats` is the broker's to answer).
+            self.deliver(peer, side, lanes.as_ref(), first.packet);
+        }
         let mut bad = 0u32;
-        let mut last_seen = tokio::time::Instant::now();
-        let mut tick =
-            tokio::time::interval(self.config.ping_interval.max(Duration::from_millis(1)));
+        let mut clocks = Watchdog::new(
+            WatchdogConfig {
+                ping_interval: self.config.ping_interval,
+                ping_timeout: self.config.ping_timeout,
+                frame_timeout: self.config.frame_timeout,
+                legacy_idle_timeout: self.config.legacy_idle_timeout,
+            },
+            native,
+            tokio::time::Instant::now(),
+        );
+        let mut tick = tokio::time::interval(clocks.tick());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let frame = tokio::select! {
                 _ = kill.cancelled() => break,
-                _ = tick.tick(), if native => {
-                    let silent = last_seen.elapsed();
-                    if silent > self.config.ping_timeout {
-                        self.timed_out.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(peer, %who, ?silent, "peer silent past the ping timeout; declaring it dead");
-                        break;
-                    }
-                    if silent >= self.config.ping_interval {
-                        if let Some(slot) = self.lock().peers.get(&peer) {
-                            let _ = slot.offer(Packet::new(PacketType::Ping));
+                now = tick.tick() => {
+                    let busy = self.lock().switchboard.holds_anything(peer);
+                    match clocks.handle_timeout(now, rx.frames().unfinished_bytes(), busy) {
+                        None => {}
+                        Some(Verdict::Ping) => {
+                            if let Some(slot) = self.lock().peers.get(&peer) {
+                                let _ = slot.offer(Packet::new(PacketType::Ping));
+                            }
+                        }
+                        Some(Verdict::Close(reason)) => {
+                            let counter = match reason {
+                                watchdog::Reason::Silent(_) => &self.timed_out,
+                                watchdog::Reason::StalledFrame(_) => &self.stalled_frames,
+                                watchdog::Reason::Idle(_) => &self.idle_closed,
+                            };
+                            counter.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(peer, %who, %reason, "closing the connection");
+                            break;
                         }
                     }
                     continue;
                 }
                 f = rx.recv() => f,
             };
-            last_seen = tokio::time::Instant::now();
+            clocks.handle_frame(tokio::time::Instant::now());
             let decoded = match frame {
                 None => break,
                 Some(Err(ReadError::Transport(TransportError::FrameTooLarge { size, max }))) => {
@@ -579,6 +714,11 @@ impl Shared {
                     }
                     break;
                 }
+                Some(Err(ReadError::Transport(e @ TransportError::PartialBudget { .. }))) => {
+                    self.stalled_frames.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(peer, %who, error = %e, "closing connection");
+                    break;
+                }
                 Some(Err(ReadError::Transport(e))) => {
                     if !e.is_disconnect() {
                         tracing::warn!(peer, %who, error = %e, "closing connection");
@@ -589,29 +729,7 @@ impl Shared {
                 Some(Ok(packet)) => Ok(packet),
             };
             match decoded {
-                Ok(packet)
-                    if side == Side::Client
-                        && packet.packet_type == PacketType::Run
-                        && packet.pipeline.as_deref() == Some(STATS_PIPELINE) =>
-                {
-                    let stats = self.stats_json();
-                    let answer = Packet::ok(
-                        packet.cookie.unwrap_or_default(),
-                        Payload::to_json(&stats).ok(),
-                    );
-                    let core = self.lock();
-                    if let Some(slot) = core.peers.get(&peer) {
-                        let _ = slot.offer(answer);
-                    }
-                }
-                Ok(packet) => {
-                    if side == Side::Worker {
-                        conn::end_request_lane(lanes.as_ref(), &packet);
-                    }
-                    let mut core = self.lock();
-                    core.switchboard.handle_packet(peer, packet);
-                    core.flush(&self.slow_consumers);
-                }
+                Ok(packet) => self.deliver(peer, side, lanes.as_ref(), packet),
                 Err(error) => {
                     self.bad_frames.fetch_add(1, Ordering::Relaxed);
                     bad += 1;
@@ -639,6 +757,9 @@ impl Shared {
             core.flush(&self.slow_consumers);
         }
         tracing::debug!(peer, %who, "disconnected");
+        // The reader's share of the unfinished-frame budget goes now, not
+        // when the writer is done.
+        drop(rx);
         // The writer sends what is queued, unless the peer stopped reading
         // (then `kill` was cancelled) or the flush stalls past the bound.
         if tokio::time::timeout(self.config.handshake_timeout, writer)
@@ -646,6 +767,70 @@ impl Shared {
             .is_err()
         {
             kill.cancel();
+        }
+    }
+
+    /// Handles one packet from a connected peer: a client's RUN `$stats` is
+    /// answered by the broker; everything else goes to the switchboard.
+    fn deliver(
+        &self,
+        peer: PeerId,
+        side: Side,
+        lanes: Option<&transport::LaneEnds>,
+        packet: Packet,
+    ) {
+        if side == Side::Client
+            && packet.packet_type == PacketType::Run
+            && packet.pipeline.as_deref() == Some(STATS_PIPELINE)
+        {
+            let stats = self.stats_json();
+            let answer = Packet::ok(
+                packet.cookie.unwrap_or_default(),
+                Payload::to_json(&stats).ok(),
+            );
+            let core = self.lock();
+            if let Some(slot) = core.peers.get(&peer) {
+                let _ = slot.offer(answer);
+            }
+            return;
+        }
+        if side == Side::Worker {
+            conn::end_request_lane(lanes, &packet);
+        }
+        let mut core = self.lock();
+        core.switchboard.handle_packet(peer, packet);
+        core.flush(&self.slow_consumers);
+    }
+}
+
+/// Refused connections after the first are reported at most this often,
+/// with a count of those not logged one by one.
+pub const REFUSAL_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Decides which refused connections get a WARN line: the first at once,
+/// then at most one per [`REFUSAL_REPORT_INTERVAL`], carrying the count of
+/// those suppressed since the last line. Plain data, time passed in.
+#[derive(Debug, Default)]
+struct RefusalLog {
+    /// When the last line was written.
+    last_line: Option<tokio::time::Instant>,
+    /// Refusals since then, not logged.
+    suppressed: u64,
+}
+
+impl RefusalLog {
+    /// Counts a refusal at `now`; `Some(suppressed)` if a line is due now,
+    /// with the number of refusals not logged since the previous line.
+    fn record(&mut self, now: tokio::time::Instant) -> Option<u64> {
+        match self.last_line {
+            Some(at) if now < at + REFUSAL_REPORT_INTERVAL => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last_line = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
         }
     }
 }

@@ -17,7 +17,10 @@
 //!   switchboard (BAD_PACKET, COOKIE_COLLISION, NO_CAPACITY,
 //!   UNKNOWN_PIPELINE, CANCELLED, WORKER_WENT_AWAY). Detached runs get none.
 //! - Dispatch goes to the least-loaded registered worker that serves the
-//!   pipeline; with no free slot the run waits in a bounded FIFO queue.
+//!   pipeline; with no free slot the run waits in a FIFO queue bounded in
+//!   runs (`queue_limit`) and in bytes, broker-wide (`queue_bytes`) and per
+//!   client (`queue_bytes_per_client`); a run over any bound is answered
+//!   NO_CAPACITY with an error naming the bound and the setting.
 //! - A legacy (HELLO-less, ReasonChip 0.0.6) peer never receives a packet
 //!   type, field or result code it does not know: native codes become the
 //!   nearest legacy code with the real outcome in `error`; EVENTs are dropped.
@@ -66,7 +69,21 @@ pub struct SwitchboardConfig {
     /// Runs one client may have waiting for results at once; more are
     /// answered NO_CAPACITY. One client cannot fill the queue for everyone.
     pub max_runs_per_client: usize,
+    /// Bytes of queued RUNs (by [`Packet::size_hint`]: variables, pipeline
+    /// name and a fixed overhead) the whole queue may hold; a run that would
+    /// pass it is answered NO_CAPACITY. The count bound alone lets 1024
+    /// queued 16 MiB runs hold 16 GiB.
+    pub queue_bytes: usize,
+    /// Bytes of queued RUNs one client connection may hold (its detached
+    /// runs included), so that one peer cannot spend the whole byte budget.
+    pub queue_bytes_per_client: usize,
 }
+
+/// Default [`SwitchboardConfig::queue_bytes`]: 256 MiB.
+pub const DEFAULT_QUEUE_BYTES: usize = 256 << 20;
+/// Default [`SwitchboardConfig::queue_bytes_per_client`]: 64 MiB (four RUNs
+/// at the default 16 MiB frame limit).
+pub const DEFAULT_QUEUE_BYTES_PER_CLIENT: usize = 64 << 20;
 
 impl Default for SwitchboardConfig {
     fn default() -> Self {
@@ -74,6 +91,8 @@ impl Default for SwitchboardConfig {
             queue_limit: 1024,
             max_capacity: 65_536,
             max_runs_per_client: 100_000,
+            queue_bytes: DEFAULT_QUEUE_BYTES,
+            queue_bytes_per_client: DEFAULT_QUEUE_BYTES_PER_CLIENT,
         }
     }
 }
@@ -147,6 +166,8 @@ pub struct SwitchboardStats {
     pub free_capacity: u64,
     /// Runs waiting for a slot.
     pub queued: usize,
+    /// Bytes of the runs waiting for a slot (by [`Packet::size_hint`]).
+    pub queued_bytes: usize,
     /// Runs on a worker.
     pub running: usize,
     /// Routes held (queued + running, detached and abandoned included).
@@ -162,6 +183,8 @@ struct Client {
     native: bool,
     /// Runs this client is waiting for (not detached).
     runs: HashSet<Uuid>,
+    /// Bytes of this client's queued runs (detached ones too).
+    queued_bytes: usize,
 }
 
 #[derive(Debug)]
@@ -192,6 +215,9 @@ struct Route {
     worker: Option<PeerId>,
     /// The RUN, kept while queued (its pipeline decides where it may go).
     run: Option<Packet>,
+    /// The queued RUN's size, counted in the byte budgets until it leaves
+    /// the queue (0 once dispatched).
+    queued_bytes: usize,
 }
 
 impl Route {
@@ -212,6 +238,8 @@ pub struct Switchboard {
     workers: HashMap<PeerId, Worker>,
     routes: HashMap<Uuid, Route>,
     queue: VecDeque<Uuid>,
+    /// Bytes of the queued runs (the sum of their `Route::queued_bytes`).
+    queued_bytes: usize,
     out: VecDeque<Transmit>,
     completed: u64,
     failed: HashMap<ResultCode, u64>,
@@ -227,6 +255,7 @@ impl Switchboard {
             workers: HashMap::default(),
             routes: HashMap::default(),
             queue: VecDeque::new(),
+            queued_bytes: 0,
             out: VecDeque::new(),
             completed: 0,
             failed: HashMap::default(),
@@ -239,8 +268,14 @@ impl Switchboard {
     /// Live counters.
     pub fn stats(&self) -> SwitchboardStats {
         let registered = self.workers.values().filter(|w| w.capacity > 0);
-        let (total, busy) = registered.fold((0u64, 0u64), |(t, b), w| {
-            (t + w.capacity as u64, b + w.busy as u64)
+        // Free slots per worker: one that re-registered a smaller capacity
+        // while busier than that has none free, not a negative number that
+        // would hide another worker's free slots.
+        let (total, free) = registered.fold((0u64, 0u64), |(t, f), w| {
+            (
+                t + w.capacity as u64,
+                f + w.capacity.saturating_sub(w.busy) as u64,
+            )
         });
         let mut failed: Vec<_> = self.failed.iter().map(|(k, v)| (*k, *v)).collect();
         failed.sort_by_key(|(k, _)| k.as_str());
@@ -248,13 +283,26 @@ impl Switchboard {
             clients: self.clients.len(),
             workers: self.workers.len(),
             total_capacity: total,
-            free_capacity: total.saturating_sub(busy),
+            free_capacity: free,
             queued: self.queue.len(),
+            queued_bytes: self.queued_bytes,
             running: self.routes.values().filter(|r| r.worker.is_some()).count(),
             routes: self.routes.len(),
             completed: self.completed,
             failed,
         }
+    }
+
+    /// Whether `peer` holds anything: a client with runs in flight (or
+    /// queued), a worker that has registered or runs something. A legacy
+    /// peer that holds nothing may be closed when idle (it cannot be pinged).
+    pub fn holds_anything(&self, peer: PeerId) -> bool {
+        if let Some(c) = self.clients.get(&peer) {
+            return !c.runs.is_empty() || c.queued_bytes > 0;
+        }
+        self.workers
+            .get(&peer)
+            .is_some_and(|w| w.capacity > 0 || !w.runs.is_empty())
     }
 
     /// Whether a run with this cookie is routed (queued or running).
@@ -282,6 +330,7 @@ impl Switchboard {
                     Client {
                         native,
                         runs: HashSet::default(),
+                        queued_bytes: 0,
                     },
                 );
             }
@@ -316,11 +365,16 @@ impl Switchboard {
     pub fn handle_disconnect(&mut self, peer: PeerId) {
         if let Some(client) = self.clients.remove(&peer) {
             for cookie in client.runs {
-                self.orphan(cookie);
+                self.orphan(peer, cookie);
             }
         } else if let Some(worker) = self.workers.remove(&peer) {
             for cookie in worker.runs {
                 if let Some(route) = self.routes.remove(&cookie) {
+                    // The run is over for its client too: otherwise the
+                    // cookie stays counted against its per-client limit,
+                    // and if another client reuses the cookie, the first
+                    // client's disconnect would orphan the new run.
+                    self.detach_from_owner(route.owner, &cookie);
                     if route.answer_owner {
                         self.finish_to_owner(
                             route.owner,
@@ -345,7 +399,7 @@ impl Switchboard {
         self.shutting_down = true;
         let queued: Vec<Uuid> = self.queue.drain(..).collect();
         for cookie in queued {
-            if let Some(route) = self.routes.remove(&cookie) {
+            if let Some(route) = self.remove_route(&cookie) {
                 self.detach_from_owner(route.owner, &cookie);
                 if route.answer_owner {
                     self.finish_to_owner(
@@ -375,7 +429,7 @@ impl Switchboard {
     pub fn abort_all(&mut self, rc: ResultCode, why: &str) {
         let cookies: Vec<Uuid> = self.routes.keys().copied().collect();
         for cookie in cookies {
-            if let Some(route) = self.routes.remove(&cookie) {
+            if let Some(route) = self.remove_route(&cookie) {
                 if let Some(w) = route.worker.and_then(|w| self.workers.get_mut(&w)) {
                     w.runs.remove(&cookie);
                     w.busy = w.busy.saturating_sub(1);
@@ -465,6 +519,10 @@ impl Switchboard {
         w.capacity = capacity;
         w.pipelines = p.pipelines.map(|v| v.into_iter().collect());
         tracing::debug!(peer, capacity, pipelines = ?w.pipelines, "worker registered");
+        // A worker that registers again may serve fewer pipelines than
+        // before: queued runs that no worker serves any more are answered,
+        // not left waiting forever.
+        self.answer_unservable_queued();
         self.dispatch_queued();
     }
 
@@ -506,15 +564,14 @@ impl Switchboard {
         }
         let detached = p.detach == Some(true);
         let chosen = self.least_loaded(pipeline);
-        if chosen.is_none() && self.queue.len() >= self.config.queue_limit {
-            return self.finish_to_owner(
-                peer,
-                Packet::error(
-                    Some(cookie),
-                    ResultCode::NoCapacity,
-                    "No capacity available",
-                ),
-            );
+        let size = p.size_hint();
+        if chosen.is_none() {
+            if let Some(refusal) = self.queue_refusal(peer, size) {
+                return self.finish_to_owner(
+                    peer,
+                    Packet::error(Some(cookie), ResultCode::NoCapacity, refusal),
+                );
+            }
         }
         if !detached {
             let limit = self.config.max_runs_per_client;
@@ -545,6 +602,7 @@ impl Switchboard {
                 answer_owner: !detached,
                 worker: None,
                 run: None,
+                queued_bytes: 0,
             },
         );
         match chosen {
@@ -552,9 +610,56 @@ impl Switchboard {
             None => {
                 if let Some(r) = self.routes.get_mut(&cookie) {
                     r.run = Some(p);
+                    r.queued_bytes = size;
+                }
+                self.queued_bytes += size;
+                if let Some(c) = self.clients.get_mut(&peer) {
+                    c.queued_bytes += size;
                 }
                 self.queue.push_back(cookie);
             }
+        }
+    }
+
+    /// Why a run of `size` bytes from `peer` may not wait in the queue, if
+    /// it may not: the queue is full in runs, or the run would pass the
+    /// broker-wide or this client's byte budget.
+    fn queue_refusal(&self, peer: PeerId, size: usize) -> Option<String> {
+        let c = &self.config;
+        if self.queue.len() >= c.queue_limit {
+            // ReasonChip's words: legacy clients (and queue_limit 0) see what they always saw.
+            return Some("No capacity available".into());
+        }
+        if self.queued_bytes.saturating_add(size) > c.queue_bytes {
+            return Some(format!(
+                "no free slot, and the broker's wait queue is full in bytes: {} bytes of runs wait, and this {size}-byte run would pass the {}-byte budget (retry later, send smaller variables, or raise the broker's `queue_bytes`)",
+                self.queued_bytes, c.queue_bytes
+            ));
+        }
+        let mine = self.clients.get(&peer).map_or(0, |c| c.queued_bytes);
+        if mine.saturating_add(size) > c.queue_bytes_per_client {
+            return Some(format!(
+                "no free slot, and this client's share of the wait queue is spent: {mine} bytes of its runs wait, and this {size}-byte run would pass the {}-byte per-client budget (wait for its runs to finish, send smaller variables, or raise the broker's `queue_bytes_per_client`)",
+                c.queue_bytes_per_client
+            ));
+        }
+        None
+    }
+
+    /// Removes a route, releasing the queue bytes it held if it was queued.
+    /// (The caller takes it out of `queue` if it was there.)
+    fn remove_route(&mut self, cookie: &Uuid) -> Option<Route> {
+        let mut route = self.routes.remove(cookie)?;
+        self.release_queued(&mut route);
+        Some(route)
+    }
+
+    /// The route's run leaves the queue: its bytes leave the budgets.
+    fn release_queued(&mut self, route: &mut Route) {
+        let size = std::mem::take(&mut route.queued_bytes);
+        self.queued_bytes = self.queued_bytes.saturating_sub(size);
+        if let Some(c) = self.clients.get_mut(&route.owner) {
+            c.queued_bytes = c.queued_bytes.saturating_sub(size);
         }
     }
 
@@ -597,7 +702,7 @@ impl Switchboard {
         if let Err(size) = w.link.check_fits(&run) {
             let (max, codec) = (w.link.max_frame, w.link.codec);
             tracing::warn!(worker, %cookie, size, max, %codec, "RUN too large for its worker's connection; answered TOO_LARGE");
-            if let Some(route) = self.routes.remove(&cookie) {
+            if let Some(route) = self.remove_route(&cookie) {
                 self.detach_from_owner(route.owner, &cookie);
                 if route.answer_owner {
                     self.finish_to_owner(
@@ -632,7 +737,7 @@ impl Switchboard {
             match self.least_loaded(route.queued_pipeline()) {
                 Some(w) => {
                     self.queue.remove(i);
-                    let run = self.routes.get_mut(&cookie).and_then(|r| r.run.take());
+                    let run = self.take_queued_run(&cookie);
                     if let Some(run) = run {
                         self.start(cookie, w, run);
                     }
@@ -643,6 +748,15 @@ impl Switchboard {
                 break;
             }
         }
+    }
+
+    /// A queued run leaves its route (to be dispatched): its bytes leave the budgets.
+    fn take_queued_run(&mut self, cookie: &Uuid) -> Option<Packet> {
+        let mut route = self.routes.remove(cookie)?;
+        self.release_queued(&mut route);
+        let run = route.run.take();
+        self.routes.insert(*cookie, route);
+        run
     }
 
     /// Queued runs that no remaining worker could ever serve are answered.
@@ -659,7 +773,7 @@ impl Switchboard {
             .collect();
         for cookie in stuck {
             self.queue.retain(|c| *c != cookie);
-            if let Some(route) = self.routes.remove(&cookie) {
+            if let Some(route) = self.remove_route(&cookie) {
                 self.detach_from_owner(route.owner, &cookie);
                 if route.answer_owner {
                     let answer = self.unservable(cookie, route.queued_pipeline());
@@ -684,7 +798,7 @@ impl Switchboard {
         };
         match route.worker {
             None => {
-                let route = self.routes.remove(&cookie).expect("route just seen");
+                let route = self.remove_route(&cookie).expect("route just seen");
                 self.queue.retain(|c| *c != cookie);
                 self.detach_from_owner(peer, &cookie);
                 if route.answer_owner {
@@ -759,15 +873,15 @@ impl Switchboard {
         }
     }
 
-    /// The owner stopped waiting for `cookie` (it disconnected).
-    fn orphan(&mut self, cookie: Uuid) {
-        let Some(route) = self.routes.get_mut(&cookie) else {
+    /// The owner `owner` stopped waiting for `cookie` (it disconnected).
+    fn orphan(&mut self, owner: PeerId, cookie: Uuid) {
+        let Some(route) = self.routes.get_mut(&cookie).filter(|r| r.owner == owner) else {
             return;
         };
         route.answer_owner = false;
         match route.worker {
             None => {
-                self.routes.remove(&cookie);
+                self.remove_route(&cookie);
                 self.queue.retain(|c| *c != cookie);
             }
             Some(w) => {

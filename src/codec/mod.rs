@@ -266,6 +266,28 @@ pub fn detect(frame: &Bytes) -> Result<FirstFrame, CodecError> {
     })
 }
 
+/// The codec to answer a connection whose first frame could not be read
+/// ([`detect`] failed) in, when the frame says which the peer speaks: JSON
+/// when it starts with `{` (a legacy or native JSON peer), a binary codec
+/// when it opens with [`BINARY_MAGIC`], that codec's id and this protocol
+/// version. `None` when it does not say (random bytes, another protocol, or
+/// another protocol version, whose packets this build cannot write): such a
+/// connection is closed unanswered.
+pub fn answer_codec(frame: &[u8]) -> Option<AnyCodec> {
+    let first_non_ws = frame.iter().find(|b| !b.is_ascii_whitespace());
+    if first_non_ws == Some(&b'{') {
+        return AnyCodec::new(CodecKind::Json).ok();
+    }
+    if frame.len() >= 6 && frame[..4] == BINARY_MAGIC && u32::from(frame[5]) == PROTOCOL_VERSION {
+        let kind = match frame[4] {
+            1 => CodecKind::Bincode,
+            _ => return None,
+        };
+        return AnyCodec::new(kind).ok();
+    }
+    None
+}
+
 /// Encodes the HELLO that opens a native connection: plain JSON for JSON, or
 /// [`BINARY_MAGIC`], codec id and version before the encoded packet for binary codecs.
 pub fn encode_hello(codec: &impl Codec, hello: &Packet) -> Result<Bytes, CodecError> {

@@ -28,10 +28,22 @@
 //! answer that completes the exchange arrives. The receiver sees every lane's
 //! frames merged into one stream. On every other backend
 //! [`FrameSender::feed_on`] is [`SinkExt::feed`]: one ordered channel.
+//!
+//! # Unfinished frames
+//!
+//! On a byte stream the receiver buffers the bytes of a frame until it is
+//! whole: a peer that announces a large frame and stops short holds that
+//! memory. [`FrameReceiver::unfinished_bytes`] says how much a connection holds (so
+//! its owner can time it out), and a [`PartialBudget`] shared by many
+//! receivers bounds what all of them hold together: the receiver whose bytes
+//! would pass it ends with [`TransportError::PartialBudget`]. (A message
+//! channel buffers partial messages inside its backend, under that
+//! backend's own message limit; its `unfinished_bytes` is 0.)
 
 use std::fmt;
 use std::future::poll_fn;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
@@ -307,6 +319,7 @@ impl Connection {
                     )),
                     max,
                     done: false,
+                    budget: None,
                 },
             ),
             Io::Messages { stream, sink } => (
@@ -319,6 +332,7 @@ impl Connection {
                     inner: RecvInner::Messages(stream),
                     max,
                     done: false,
+                    budget: None,
                 },
             ),
             Io::Lanes { stream, sink } => (
@@ -331,6 +345,7 @@ impl Connection {
                     inner: RecvInner::Messages(stream),
                     max,
                     done: false,
+                    budget: None,
                 },
             ),
         }
@@ -541,12 +556,82 @@ enum RecvInner {
     Messages(BoxFrameStream),
 }
 
+/// A bound on the bytes that many connections' receivers hold in unfinished
+/// frames together (see the module docs). Share it with an `Arc`.
+#[derive(Debug)]
+pub struct PartialBudget {
+    limit: usize,
+    used: AtomicUsize,
+}
+
+impl PartialBudget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: usize) -> Arc<PartialBudget> {
+        Arc::new(PartialBudget {
+            limit,
+            used: AtomicUsize::new(0),
+        })
+    }
+
+    /// Bytes held in unfinished frames now, by every receiver on this budget.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// The limit.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+}
+
+/// A receiver's share of a [`PartialBudget`]: what it has counted in.
+#[derive(Debug)]
+struct Charge {
+    budget: Arc<PartialBudget>,
+    held: usize,
+}
+
+impl Charge {
+    /// Sets this receiver's share to `now` bytes; `Err(used)` if growing to
+    /// it passes the budget (the share is then released).
+    fn update(&mut self, now: usize) -> Result<(), usize> {
+        if now <= self.held {
+            self.budget
+                .used
+                .fetch_sub(self.held - now, Ordering::Relaxed);
+            self.held = now;
+            return Ok(());
+        }
+        let grow = now - self.held;
+        let before = self.budget.used.fetch_add(grow, Ordering::Relaxed);
+        self.held = now;
+        if before + grow > self.budget.limit {
+            self.release();
+            return Err(before + grow);
+        }
+        Ok(())
+    }
+
+    fn release(&mut self) {
+        self.budget.used.fetch_sub(self.held, Ordering::Relaxed);
+        self.held = 0;
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 /// The receiving half of a framed connection: a [`Stream`] of frames that
 /// ends (`None`) when the peer closes cleanly. After an error it ends too.
 pub struct FrameReceiver {
     inner: RecvInner,
     max: usize,
     done: bool,
+    /// The shared bound on unfinished frames, if one was set.
+    budget: Option<Charge>,
 }
 
 impl fmt::Debug for FrameReceiver {
@@ -564,6 +649,26 @@ impl FrameReceiver {
     pub async fn recv_frame(&mut self) -> Option<Result<Bytes, TransportError>> {
         self.next().await
     }
+
+    /// Bytes received but not yet a whole frame (the start of an unfinished
+    /// one); always 0 on a message channel.
+    pub fn unfinished_bytes(&self) -> usize {
+        match &self.inner {
+            RecvInner::Framed(f) => f.read_buffer().len(),
+            RecvInner::Messages(_) => 0,
+        }
+    }
+
+    /// Counts this receiver's unfinished frames in `budget`, shared with
+    /// other receivers: once the bytes they all hold would pass its limit,
+    /// the receiver that grew past it ends with
+    /// [`TransportError::PartialBudget`].
+    pub fn set_partial_budget(&mut self, budget: Arc<PartialBudget>) {
+        let mut charge = Charge { budget, held: 0 };
+        // Nothing is over budget for what was buffered before.
+        let _ = charge.update(self.unfinished_bytes());
+        self.budget = Some(charge);
+    }
 }
 
 impl Stream for FrameReceiver {
@@ -576,7 +681,15 @@ impl Stream for FrameReceiver {
         let max = self.max;
         let item = match &mut self.inner {
             RecvInner::Framed(f) => {
-                ready!(Pin::new(f).poll_next(cx)).map(|r| r.map(|b| b.freeze()))
+                let polled = Pin::new(f).poll_next(cx);
+                if let Err(e) = self.account() {
+                    // Over the shared budget: this connection's unfinished
+                    // frame is the one that does not fit.
+                    self.done = true;
+                    self.budget = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                ready!(polled).map(|r| r.map(|b| b.freeze()))
             }
             RecvInner::Messages(s) => ready!(s.as_mut().poll_next(cx)).map(|r| {
                 r.and_then(|b| {
@@ -587,7 +700,89 @@ impl Stream for FrameReceiver {
         };
         if !matches!(item, Some(Ok(_))) {
             self.done = true;
+            // An ended receiver holds nothing: its share is released.
+            self.budget = None;
         }
         Poll::Ready(item)
+    }
+}
+
+impl FrameReceiver {
+    /// Brings this receiver's share of its budget up to date (on every poll,
+    /// so between two wake-ups it is off by at most one read); `Err` once
+    /// it would pass the budget.
+    fn account(&mut self) -> Result<(), TransportError> {
+        let buffered = if self.done {
+            0
+        } else {
+            self.unfinished_bytes()
+        };
+        let Some(charge) = self.budget.as_mut() else {
+            return Ok(());
+        };
+        charge
+            .update(buffered)
+            .map_err(|used| TransportError::PartialBudget {
+                buffered,
+                used,
+                limit: charge.budget.limit,
+            })
+    }
+}
+
+#[cfg(test)]
+mod partial_budget_tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+
+    fn stream_receiver(max: usize) -> (tokio::io::DuplexStream, FrameReceiver) {
+        let (ours, theirs) = tokio::io::duplex(1 << 20);
+        let (r, w) = tokio::io::split(theirs);
+        let peer = PeerInfo {
+            transport: "duplex",
+            remote: "test".into(),
+        };
+        let (_, rx) = Connection::from_stream(r, w, peer, max).into_frames();
+        (ours, rx)
+    }
+
+    /// Two connections each announce a 1000-byte frame and send part of it:
+    /// the one whose bytes pass the shared 1000-byte budget ends with
+    /// `PartialBudget`, the other goes on, and what a receiver held is
+    /// released when its frame completes or it is dropped.
+    #[tokio::test(start_paused = true)]
+    async fn unfinished_frames_share_one_budget() {
+        let budget = PartialBudget::new(1000);
+        let (mut a_io, mut a) = stream_receiver(1 << 20);
+        let (mut b_io, mut b) = stream_receiver(1 << 20);
+        a.set_partial_budget(budget.clone());
+        b.set_partial_budget(budget.clone());
+        let mut head = 1000u32.to_be_bytes().to_vec();
+        head.extend(vec![b'x'; 600]);
+        a_io.write_all(&head).await.unwrap();
+        let pending = tokio::time::timeout(Duration::from_millis(50), a.recv_frame()).await;
+        assert!(pending.is_err(), "a's frame is unfinished");
+        assert_eq!(a.unfinished_bytes(), 604);
+        assert_eq!(budget.used(), 604);
+        b_io.write_all(&head).await.unwrap();
+        match b.recv_frame().await {
+            Some(Err(TransportError::PartialBudget {
+                buffered, limit, ..
+            })) => {
+                assert_eq!((buffered, limit), (604, 1000));
+            }
+            other => panic!("expected the budget error, got {other:?}"),
+        }
+        assert!(b.recv_frame().await.is_none(), "b has ended");
+        assert_eq!(budget.used(), 604, "b's share is released, a's kept");
+        a_io.write_all(&[b'x'; 400]).await.unwrap();
+        assert_eq!(a.recv_frame().await.unwrap().unwrap().len(), 1000);
+        assert_eq!(budget.used(), 0, "a whole frame holds no budget");
+        a_io.write_all(&head).await.unwrap();
+        let _ = tokio::time::timeout(Duration::from_millis(50), a.recv_frame()).await;
+        assert_eq!(budget.used(), 604);
+        drop(a);
+        assert_eq!(budget.used(), 0, "a dropped receiver holds nothing");
     }
 }

@@ -118,6 +118,19 @@ pub enum TransportError {
         reason: String,
     },
 
+    /// The bytes buffered in unfinished frames, by this connection and the
+    /// others sharing its [`PartialBudget`](crate::PartialBudget), would pass
+    /// the budget's limit: this connection (the one that grew past it) ends.
+    #[error("unfinished frames would hold {used} bytes across connections, over the {limit}-byte budget ({buffered} of them on this connection); the connection is closed (finish frames sooner, or raise the budget: the broker's `partial_frame_bytes`)")]
+    PartialBudget {
+        /// Bytes of an unfinished frame on this connection.
+        buffered: usize,
+        /// Bytes all connections on the budget would hold.
+        used: usize,
+        /// The budget.
+        limit: usize,
+    },
+
     /// The connection is closed; nothing more can be sent.
     #[error("connection closed")]
     Closed,

@@ -41,7 +41,8 @@ pub use accept::{
 pub use bsuint::{bsuint_len, parse_bsuint, put_bsuint, BsuintCodec, MAX_BSUINT_HEADER};
 pub use connection::{
     BoxFrameSink, BoxFrameStream, BoxMessageSink, BoxRead, BoxWrite, Connection, FrameReceiver,
-    FrameSender, Framing, Io, Lane, LaneEnds, LaneSink, Message, MessageKind, PeerInfo,
+    FrameSender, Framing, Io, Lane, LaneEnds, LaneSink, Message, MessageKind, PartialBudget,
+    PeerInfo,
 };
 pub use endpoint::{
     encode_url_part, Address, Endpoint, DEFAULT_MAX_FRAME_SIZE, MAX_FRAME_SIZE_OPTION,

@@ -3,8 +3,11 @@
 //!
 //! Binding over an existing socket file replaces it only if nothing listens
 //! on it (a stale file left by a crash); a live listener or a file that is not
-//! a socket is an error. The file mode can be set (`?mode=660`). The socket
-//! file is removed when the listener is dropped, if it is still ours.
+//! a socket is an error. The socket file's mode is 0600 (owner only) unless
+//! `?mode=660` (octal) asks for another: it is set explicitly right after
+//! binding, never left to the process's umask, so other local users cannot
+//! connect to a broker by default. The socket file is removed when the
+//! listener is dropped, if it is still ours.
 
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]
@@ -22,8 +25,12 @@ use plexwire_transport::{
 };
 use tokio::net::{UnixListener as TokioListener, UnixStream};
 
+/// The mode a listener's socket file gets when the endpoint does not say
+/// `?mode=`: owner read and write only.
+pub const DEFAULT_MODE: u32 = 0o600;
+
 /// The options of a UNIX socket listener: `mode=660`, the socket file's
-/// permission bits in octal (the core's [`UNIX_SOCKET_OPTIONS`], which layers
+/// permission bits in octal (default [`DEFAULT_MODE`]; the core's [`UNIX_SOCKET_OPTIONS`], which layers
 /// over UNIX sockets such as `tls+unix://` declare too).
 pub const OPTIONS: &[OptionSpec] = UNIX_SOCKET_OPTIONS;
 
@@ -149,9 +156,10 @@ impl UnixListener {
             }
         }
         let listener = TokioListener::bind(&path).map_err(fail)?;
-        if let Some(mode) = endpoint.unix_mode() {
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).map_err(fail)?;
-        }
+        // Explicitly, whatever the umask: a socket file anyone may write to
+        // is a broker anyone on the machine may join.
+        let mode = endpoint.unix_mode().unwrap_or(DEFAULT_MODE);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).map_err(fail)?;
         let identity = std::fs::metadata(&path).ok().map(|m| (m.dev(), m.ino()));
         Ok(UnixListener {
             listener,
@@ -236,6 +244,25 @@ mod tests {
         let l = UnixListener::bind(&e).await.unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+        drop(l);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Without `?mode=`, the socket is 0600 whatever the umask (which
+    /// would give 0755 under the usual 022), and `?mode=` still widens it.
+    #[tokio::test]
+    async fn the_default_mode_is_owner_only() {
+        let dir = std::env::temp_dir().join(format!("plexwire-unix-dmode-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("d.sock");
+        let l = UnixListener::bind(&ep(&path)).await.unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, DEFAULT_MODE, "got {mode:o}");
+        drop(l);
+        let e = Endpoint::parse(&format!("unix://{}?mode=660", path.display())).unwrap();
+        let l = UnixListener::bind(&e).await.unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o660, "got {mode:o}");
         drop(l);
         std::fs::remove_dir_all(&dir).unwrap();
     }
