@@ -11,8 +11,10 @@
 //!
 //! The rules:
 //!
-//! - A native peer silent for `ping_interval` is sent PING (again each tick
-//!   while silent); silent past `ping_timeout` it is dead.
+//! - A native peer silent for `ping_interval` is sent PING (again every
+//!   interval while silent); silent past `ping_timeout` it is dead. These are
+//!   the rules of [`Liveness`], the state machine the worker and the client
+//!   use too; the watchdog asks it.
 //! - Any peer — legacy ones too, which cannot be pinged — whose unfinished
 //!   frame has not completed within `frame_timeout` of the broker first
 //!   seeing its bytes is cut: a header announcing 15 MiB followed by less
@@ -27,6 +29,8 @@
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use crate::protocol::{Liveness, LivenessAction, LivenessConfig};
 
 /// The timeouts a [`Watchdog`] applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,8 +81,8 @@ impl std::fmt::Display for Reason {
 #[derive(Debug)]
 pub(crate) struct Watchdog {
     config: WatchdogConfig,
-    /// A native (HELLO) peer: answers PING.
-    native: bool,
+    /// A native (HELLO) peer answers PING: its liveness; none for a legacy one.
+    liveness: Option<Liveness>,
     /// When the last whole frame arrived (or the connection opened).
     last_frame: Instant,
     /// Since when an unfinished frame has been seen, if one is buffered.
@@ -90,9 +94,18 @@ pub(crate) struct Watchdog {
 impl Watchdog {
     /// The clocks of a connection opened at `now`.
     pub(crate) fn new(config: WatchdogConfig, native: bool, now: Instant) -> Watchdog {
+        let liveness = native.then(|| {
+            Liveness::new(
+                LivenessConfig {
+                    interval: config.ping_interval,
+                    timeout: config.ping_timeout,
+                },
+                now.into_std(),
+            )
+        });
         Watchdog {
             config,
-            native,
+            liveness,
             last_frame: now,
             partial_since: None,
             idle_since: None,
@@ -105,7 +118,7 @@ impl Watchdog {
     pub(crate) fn tick(&self) -> Duration {
         let c = &self.config;
         let mut t = c.frame_timeout / 4;
-        if self.native {
+        if self.liveness.is_some() {
             t = t.min(c.ping_interval);
         } else if let Some(idle) = c.legacy_idle_timeout {
             t = t.min(idle / 4);
@@ -117,6 +130,9 @@ impl Watchdog {
     pub(crate) fn handle_frame(&mut self, now: Instant) {
         self.last_frame = now;
         self.partial_since = None;
+        if let Some(l) = &mut self.liveness {
+            l.handle_received(now.into_std());
+        }
     }
 
     /// Time has passed: `unfinished` bytes of a frame are buffered, and the
@@ -137,15 +153,14 @@ impl Watchdog {
                 return Some(Verdict::Close(Reason::StalledFrame(unfinished)));
             }
         }
-        let silent = now.duration_since(self.last_frame);
-        if self.native {
-            if silent > c.ping_timeout {
-                return Some(Verdict::Close(Reason::Silent(silent)));
-            }
-            if silent >= c.ping_interval {
-                return Some(Verdict::Ping);
-            }
-            return None;
+        if let Some(l) = &mut self.liveness {
+            return match l.handle_timeout(now.into_std()) {
+                Some(LivenessAction::SendPing) => Some(Verdict::Ping),
+                Some(LivenessAction::PeerDead { silent }) => {
+                    Some(Verdict::Close(Reason::Silent(silent)))
+                }
+                None => None,
+            };
         }
         if busy || unfinished > 0 {
             self.idle_since = None;
