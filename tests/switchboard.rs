@@ -666,3 +666,46 @@ fn a_re_register_that_drops_a_pipeline_answers_its_queued_runs() {
     assert_eq!(out[0].packet.cookie, Some(b));
     assert_eq!(s.stats().queued, 0);
 }
+
+/// One client cannot fill the wait queue: past its share (`queue_per_client`)
+/// its runs are answered NO_CAPACITY naming the setting, while another
+/// client still queues; the share frees as its runs leave the queue
+/// (cancelled or dispatched).
+#[test]
+fn one_client_cannot_fill_the_queue() {
+    let mut s = Switchboard::new(SwitchboardConfig {
+        queue_limit: 10,
+        queue_per_client: 3,
+        ..SwitchboardConfig::default()
+    });
+    setup(&mut s);
+    s.handle_connect(W, Side::Worker, true);
+    s.handle_packet(W, Packet::register(1, None));
+    let (_, first) = big_run("p", 10);
+    s.handle_packet(C, first); // takes the only slot
+    let mut queued = Vec::new();
+    for _ in 0..3 {
+        let (c, p) = big_run("p", 10);
+        s.handle_packet(C, p);
+        queued.push(c);
+    }
+    assert!(rc_to(&drain(&mut s), C).is_empty(), "three runs wait");
+    let (_, over) = big_run("p", 10);
+    s.handle_packet(C, over);
+    let out = drain(&mut s);
+    assert_eq!(rc_to(&out, C), vec![ResultCode::NoCapacity]);
+    let error = out[0].packet.error.clone().unwrap_or_default();
+    assert!(error.contains("queue_per_client"), "{error}");
+    // Another client still gets a place in the queue.
+    let (_, theirs) = big_run("p", 10);
+    s.handle_packet(L, theirs);
+    assert!(rc_to(&drain(&mut s), L).is_empty(), "L's run waits");
+    assert_eq!(s.stats().queued, 4);
+    // A cancel gives C its place back.
+    s.handle_packet(C, Packet::cancel(queued[0]));
+    drain(&mut s);
+    let (_, again) = big_run("p", 10);
+    s.handle_packet(C, again);
+    assert!(rc_to(&drain(&mut s), C).is_empty(), "C queues again");
+    assert_eq!(s.stats().queued, 4);
+}

@@ -467,10 +467,12 @@ proptest! {
     #[test]
     fn every_run_answered_once_and_nothing_leaks(
         queue_limit in 0usize..4,
+        queue_per_client in 1usize..4,
         ops in proptest::collection::vec(op(), 1..250),
     ) {
         let mut s = Switchboard::new(SwitchboardConfig {
             queue_limit,
+            queue_per_client,
             max_capacity: MAX_CAPACITY as u32,
             queue_bytes: QUEUE_BYTES,
             queue_bytes_per_client: QUEUE_BYTES_PER_CLIENT,

@@ -86,6 +86,10 @@ struct BrokerArgs {
     /// Runs that may wait for a free worker slot (0 = answer NO_CAPACITY at once, like ReasonChip).
     #[arg(long, default_value_t = 1024)]
     queue: usize,
+    /// Runs one client may have in the queue, so that one client cannot
+    /// fill it for everyone. Default: a quarter of --queue (at least 1).
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    queue_per_client: Option<usize>,
     /// Runs one client may have waiting for results at once, queued or
     /// running; more are answered NO_CAPACITY.
     #[arg(long, default_value_t = BrokerConfig::default().max_runs_per_client,
@@ -300,6 +304,7 @@ async fn broker(a: BrokerArgs) -> Result<ExitCode, String> {
     ];
     let broker = Broker::new(BrokerConfig {
         queue_limit: a.queue,
+        queue_per_client: a.queue_per_client.unwrap_or((a.queue / 4).max(1)),
         max_runs_per_client: a.max_runs_per_client,
         client_token,
         worker_token,

@@ -62,6 +62,10 @@ pub struct BrokerConfig {
     /// (default [`DEFAULT_QUEUE_BYTES_PER_CLIENT`], 64 MiB), so one peer
     /// cannot spend `queue_bytes` alone. Answered like `queue_bytes`.
     pub queue_bytes_per_client: usize,
+    /// RUNs one client connection may have waiting for a free slot (default
+    /// 256, a quarter of the default `queue_limit`), so one client cannot
+    /// fill the queue and starve the others. Answered NO_CAPACITY naming it.
+    pub queue_per_client: usize,
     /// The largest capacity one worker may register.
     pub max_capacity: u32,
     /// Runs one client may have waiting for results at once.
@@ -130,6 +134,7 @@ impl Default for BrokerConfig {
             queue_limit: 1024,
             queue_bytes: DEFAULT_QUEUE_BYTES,
             queue_bytes_per_client: DEFAULT_QUEUE_BYTES_PER_CLIENT,
+            queue_per_client: 256,
             max_capacity: 65_536,
             max_runs_per_client: 100_000,
             send_queue: 8192,
@@ -266,6 +271,7 @@ impl Broker {
             max_runs_per_client: config.max_runs_per_client,
             queue_bytes: config.queue_bytes,
             queue_bytes_per_client: config.queue_bytes_per_client,
+            queue_per_client: config.queue_per_client,
         });
         let partial = PartialBudget::new(config.partial_frame_bytes);
         Broker {

@@ -18,8 +18,9 @@
 //!   UNKNOWN_PIPELINE, CANCELLED, WORKER_WENT_AWAY). Detached runs get none.
 //! - Dispatch goes to the least-loaded registered worker that serves the
 //!   pipeline; with no free slot the run waits in a FIFO queue bounded in
-//!   runs (`queue_limit`) and in bytes, broker-wide (`queue_bytes`) and per
-//!   client (`queue_bytes_per_client`); a run over any bound is answered
+//!   runs, broker-wide (`queue_limit`) and per client (`queue_per_client`),
+//!   and in bytes, broker-wide (`queue_bytes`) and per client
+//!   (`queue_bytes_per_client`); a run over any bound is answered
 //!   NO_CAPACITY with an error naming the bound and the setting.
 //! - A legacy (HELLO-less, ReasonChip 0.0.6) peer never receives a packet
 //!   type, field or result code it does not know: native codes become the
@@ -77,6 +78,10 @@ pub struct SwitchboardConfig {
     /// Bytes of queued RUNs one client connection may hold (its detached
     /// runs included), so that one peer cannot spend the whole byte budget.
     pub queue_bytes_per_client: usize,
+    /// Queued RUNs one client connection may hold (its detached runs
+    /// included): its share of `queue_limit`, so that one client cannot
+    /// fill the queue and starve the others.
+    pub queue_per_client: usize,
 }
 
 /// Default [`SwitchboardConfig::queue_bytes`]: 256 MiB.
@@ -93,6 +98,7 @@ impl Default for SwitchboardConfig {
             max_runs_per_client: 100_000,
             queue_bytes: DEFAULT_QUEUE_BYTES,
             queue_bytes_per_client: DEFAULT_QUEUE_BYTES_PER_CLIENT,
+            queue_per_client: 256,
         }
     }
 }
@@ -185,6 +191,8 @@ struct Client {
     runs: HashSet<Uuid>,
     /// Bytes of this client's queued runs (detached ones too).
     queued_bytes: usize,
+    /// This client's queued runs (detached ones too).
+    queued: usize,
 }
 
 #[derive(Debug)]
@@ -218,6 +226,8 @@ struct Route {
     /// The queued RUN's size, counted in the byte budgets until it leaves
     /// the queue (0 once dispatched).
     queued_bytes: usize,
+    /// Counted in its owner's share of the queue (while it waits).
+    queued: bool,
 }
 
 impl Route {
@@ -331,6 +341,7 @@ impl Switchboard {
                         native,
                         runs: HashSet::default(),
                         queued_bytes: 0,
+                        queued: 0,
                     },
                 );
             }
@@ -603,6 +614,7 @@ impl Switchboard {
                 worker: None,
                 run: None,
                 queued_bytes: 0,
+                queued: false,
             },
         );
         match chosen {
@@ -611,10 +623,12 @@ impl Switchboard {
                 if let Some(r) = self.routes.get_mut(&cookie) {
                     r.run = Some(p);
                     r.queued_bytes = size;
+                    r.queued = true;
                 }
                 self.queued_bytes += size;
                 if let Some(c) = self.clients.get_mut(&peer) {
                     c.queued_bytes += size;
+                    c.queued += 1;
                 }
                 self.queue.push_back(cookie);
             }
@@ -634,6 +648,12 @@ impl Switchboard {
             return Some(format!(
                 "no free slot, and the broker's wait queue is full in bytes: {} bytes of runs wait, and this {size}-byte run would pass the {}-byte budget (retry later, send smaller variables, or raise the broker's `queue_bytes`)",
                 self.queued_bytes, c.queue_bytes
+            ));
+        }
+        let waiting = self.clients.get(&peer).map_or(0, |c| c.queued);
+        if waiting >= c.queue_per_client {
+            return Some(format!(
+                "no free slot, and this client's share of the wait queue is spent: {waiting} of its runs wait (the per-client share; wait for its runs to finish, or raise the broker's `queue_per_client`)"
             ));
         }
         let mine = self.clients.get(&peer).map_or(0, |c| c.queued_bytes);
@@ -657,9 +677,13 @@ impl Switchboard {
     /// The route's run leaves the queue: its bytes leave the budgets.
     fn release_queued(&mut self, route: &mut Route) {
         let size = std::mem::take(&mut route.queued_bytes);
+        let counted = std::mem::take(&mut route.queued);
         self.queued_bytes = self.queued_bytes.saturating_sub(size);
         if let Some(c) = self.clients.get_mut(&route.owner) {
             c.queued_bytes = c.queued_bytes.saturating_sub(size);
+            if counted {
+                c.queued = c.queued.saturating_sub(1);
+            }
         }
     }
 
