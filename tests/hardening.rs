@@ -427,3 +427,71 @@ async fn refused_connections_are_logged_at_most_once_a_second_with_a_count() {
     assert_eq!(lines.len(), 2, "{lines:#?}");
     assert!(lines[1].contains("suppressed=49"), "{}", lines[1]);
 }
+
+/// Detached runs whose client has gone are listed by `$detached` and can be
+/// cancelled by another client, which is answered; before, only a broker
+/// restart cleared them (a CANCEL from anyone else was COOKIE_NOT_FOUND).
+#[tokio::test]
+async fn orphaned_detached_runs_are_listed_and_cancelled_by_another_client() {
+    use plexwire::client::Client;
+    use plexwire::worker::{Worker, WorkerConfig};
+    use serde_json::{json, Value};
+
+    let broker = Broker::new(BrokerConfig::default());
+    let clients = broker.listen_clients("mem://orphans-c").await.unwrap();
+    let workers = broker.listen_workers("mem://orphans-w").await.unwrap();
+    let w = plexwire::builtin::register(Worker::new(WorkerConfig {
+        capacity: 2,
+        ..WorkerConfig::default()
+    }));
+    let url = workers.url().to_owned();
+    tokio::spawn(async move { w.run(&url).await });
+    assert!(broker.wait_for_capacity(2, Duration::from_secs(10)).await);
+
+    let a = Client::connect(clients.url()).await.unwrap();
+    let cookie = a
+        .run_detached("sleep", &json!({"seconds": 3600}))
+        .await
+        .unwrap();
+    a.close(Duration::from_secs(2)).await;
+
+    let b = Client::connect(clients.url()).await.unwrap();
+    let listed = timeout(Duration::from_secs(10), async {
+        loop {
+            let list: Value = b.run("$detached", &json!({})).await.unwrap();
+            if list.as_array().is_some_and(|l| !l.is_empty())
+                && broker.stats().switchboard.running == 1
+            {
+                return list;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the orphan is listed");
+    assert_eq!(
+        listed,
+        json!([{"cookie": cookie.to_string(), "pipeline": "sleep", "running": true}])
+    );
+
+    b.cancel_orphan(cookie)
+        .await
+        .expect("cancelled and answered");
+    let list: Value = b.run("$detached", &json!({})).await.unwrap();
+    assert_eq!(list, json!([]));
+    let s = broker.stats().switchboard;
+    assert_eq!((s.routes, s.free_capacity), (0, 2), "{s:?}");
+    // Nothing left to take: a second cancel is COOKIE_NOT_FOUND.
+    let again = b.cancel_orphan(cookie).await.unwrap_err();
+    assert_eq!(again.rc(), ResultCode::CookieNotFound);
+    // A run some connected client owns cannot be taken over.
+    let mine = b
+        .run_detached("sleep", &json!({"seconds": 3600}))
+        .await
+        .unwrap();
+    let c = Client::connect(clients.url()).await.unwrap();
+    assert_eq!(
+        c.cancel_orphan(mine).await.unwrap_err().rc(),
+        ResultCode::CookieNotFound
+    );
+}

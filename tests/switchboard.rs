@@ -709,3 +709,86 @@ fn one_client_cannot_fill_the_queue() {
     assert!(rc_to(&drain(&mut s), C).is_empty(), "C queues again");
     assert_eq!(s.stats().queued, 4);
 }
+
+fn detached(pipeline: &str) -> (Uuid, Packet) {
+    let c = Uuid::new_v4();
+    (
+        c,
+        Packet::run(c, pipeline, Some(Payload::from_json_text("{}")), true),
+    )
+}
+
+/// A detached run whose client has gone is listed (`orphans`), and any
+/// client's CANCEL ends it and is answered to that client: queued, it is
+/// answered at once; running on a native worker, the worker's CANCELLED
+/// reaches the new owner. A run some connected client owns cannot be taken.
+#[test]
+fn an_orphaned_detached_run_is_listed_and_any_client_can_cancel_it() {
+    const D: PeerId = 3; // a client that leaves
+    let mut s = sb(10);
+    setup(&mut s);
+    s.handle_connect(D, Side::Client, true);
+    s.handle_connect(W, Side::Worker, true);
+    s.handle_packet(W, Packet::register(1, None));
+    let (running, p) = detached("p");
+    s.handle_packet(D, p);
+    let (queued, p) = detached("q");
+    s.handle_packet(D, p);
+    let (owned, p) = run("p");
+    s.handle_packet(C, p); // queued behind, owned by a connected client
+    drain(&mut s);
+    assert!(s.orphans().is_empty(), "D is still connected");
+    s.handle_disconnect(D);
+    drain(&mut s);
+    let orphans = s.orphans();
+    let mut expected = vec![
+        (running, Some("p".to_owned()), true),
+        (queued, Some("q".to_owned()), false),
+    ];
+    expected.sort_by_key(|o| o.0);
+    let listed: Vec<_> = orphans
+        .iter()
+        .map(|o| (o.cookie, o.pipeline.clone(), o.running))
+        .collect();
+    assert_eq!(listed, expected);
+
+    // Someone else's live run: not found, untouched.
+    s.handle_packet(L, Packet::cancel(owned));
+    assert_eq!(rc_to(&drain(&mut s), L), vec![ResultCode::CookieNotFound]);
+
+    // The queued orphan: cancelled and answered to the legacy client that
+    // asked (CANCELLED's nearest ReasonChip code, the outcome in `error`).
+    s.handle_packet(L, Packet::cancel(queued));
+    let out = drain(&mut s);
+    assert_eq!(rc_to(&out, L), vec![ResultCode::Exception]);
+    assert!(
+        out[0]
+            .packet
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("cancelled"),
+        "{out:?}"
+    );
+
+    // The running orphan: CANCEL goes to the worker; its answer reaches C.
+    s.handle_packet(C, Packet::cancel(running));
+    let out = drain(&mut s);
+    assert!(
+        out.iter()
+            .any(|t| t.to == W && t.packet.packet_type == PacketType::Cancel),
+        "{out:?}"
+    );
+    s.handle_packet(
+        W,
+        Packet::error(Some(running), ResultCode::Cancelled, "cancelled"),
+    );
+    let out = drain(&mut s);
+    assert_eq!(rc_to(&out, C)[0], ResultCode::Cancelled, "{out:?}");
+    assert!(s.orphans().is_empty());
+    // The worker's slot went to C's queued run; nothing else is held.
+    s.handle_packet(W, Packet::ok(owned, None));
+    drain(&mut s);
+    let st = s.stats();
+    assert_eq!((st.routes, st.queued, st.queued_bytes), (0, 0, 0), "{st:?}");
+}

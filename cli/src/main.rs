@@ -17,7 +17,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use plexwire::broker::{Broker, BrokerConfig, ListenerOptions, Side, STATS_PIPELINE};
+use plexwire::broker::{
+    Broker, BrokerConfig, ListenerOptions, Side, DETACHED_PIPELINE, STATS_PIPELINE,
+};
 use plexwire::client::{Client, ClientConfig, RunOptions};
 use plexwire::codec::CodecKind;
 use plexwire::protocol::Payload;
@@ -52,6 +54,20 @@ enum Command {
         /// The broker's client endpoint.
         #[arg(long, default_value = "tcp://127.0.0.1:51500")]
         broker: String,
+        /// Seconds to wait for the broker to come up.
+        #[arg(long, default_value = "0", value_parser = args::seconds)]
+        wait: Duration,
+        #[command(flatten)]
+        token: PeerToken,
+    },
+    /// List the detached runs whose client has gone, or cancel them (--cancel).
+    Detached {
+        /// The broker's client endpoint.
+        #[arg(long, default_value = "tcp://127.0.0.1:51500")]
+        broker: String,
+        /// Cancel this run (a cookie from the list; repeatable), or `all`.
+        #[arg(long)]
+        cancel: Vec<String>,
         /// Seconds to wait for the broker to come up.
         #[arg(long, default_value = "0", value_parser = args::seconds)]
         wait: Duration,
@@ -265,6 +281,12 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             wait,
             token,
         } => stats(&broker, wait, token.resolve()?).await,
+        Command::Detached {
+            broker,
+            cancel,
+            wait,
+            token,
+        } => detached(&broker, &cancel, wait, token.resolve()?).await,
         Command::Demo(args) => demo::run(args).await,
         #[cfg(any(feature = "tls", feature = "quic"))]
         Command::Cert(args) => cert::run(args),
@@ -523,6 +545,67 @@ async fn stats(url: &str, wait: Duration, token: Option<String>) -> Result<ExitC
     }
     client.close(Duration::from_secs(2)).await;
     Ok(ExitCode::SUCCESS)
+}
+
+async fn detached(
+    url: &str,
+    cancel: &[String],
+    wait: Duration,
+    token: Option<String>,
+) -> Result<ExitCode, String> {
+    // Only a plexwire broker keeps detached runs: no legacy fallback.
+    let client = connect(url, CodecKind::Json, false, true, wait, token).await?;
+    let listed: Vec<serde_json::Value> = client
+        .run_with(
+            DETACHED_PIPELINE,
+            &serde_json::json!({}),
+            RunOptions {
+                timeout: Some(Duration::from_secs(10)),
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let cookie_of = |v: &serde_json::Value| v["cookie"].as_str().unwrap_or_default().to_owned();
+    let targets: Vec<String> = if cancel.iter().any(|c| c == "all") {
+        listed.iter().map(cookie_of).collect()
+    } else {
+        cancel.to_vec()
+    };
+    if targets.is_empty() {
+        if listed.is_empty() {
+            println!("no detached run has lost its client");
+        }
+        for v in &listed {
+            let state = if v["running"] == true {
+                "running"
+            } else {
+                "queued"
+            };
+            let pipeline = v["pipeline"].as_str().unwrap_or("-");
+            println!("{}  {state:<8} {pipeline}", cookie_of(v));
+        }
+        client.close(Duration::from_secs(2)).await;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut failed = 0;
+    for t in &targets {
+        let cookie: uuid::Uuid = t.parse().map_err(|_| {
+            format!("`{t}` is not a run's cookie (a UUID from the list), nor `all`")
+        })?;
+        match client.cancel_orphan(cookie).await {
+            Ok(()) => println!("{cookie}  cancelled"),
+            Err(e) => {
+                failed += 1;
+                eprintln!("plexwire: {cookie}: {e} [{}]", e.rc());
+            }
+        }
+    }
+    client.close(Duration::from_secs(2)).await;
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use switchboard::{
-    PeerId, PeerLink, Side, Switchboard, SwitchboardConfig, SwitchboardStats, Transmit,
+    Orphan, PeerId, PeerLink, Side, Switchboard, SwitchboardConfig, SwitchboardStats, Transmit,
     DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_BYTES_PER_CLIENT,
 };
 
@@ -43,6 +43,13 @@ use watchdog::{Verdict, Watchdog, WatchdogConfig};
 
 /// A pipeline name the broker answers itself, with its [`BrokerStats`] as JSON.
 pub const STATS_PIPELINE: &str = "$stats";
+
+/// The pipeline a client runs to list the detached runs whose client has
+/// gone (`[{"cookie", "pipeline", "running"}]`, answered by the broker). A
+/// CANCEL for one of those cookies, from any client, cancels it and is
+/// answered to that client. (With a client token, only clients holding it
+/// reach the broker at all.)
+pub const DETACHED_PIPELINE: &str = "$detached";
 
 /// ReasonChip's default client port.
 pub const DEFAULT_CLIENT_PORT: u16 = 51500;
@@ -450,6 +457,21 @@ impl Shared {
         }
     }
 
+    /// [`DETACHED_PIPELINE`]'s answer.
+    fn orphans_json(&self) -> serde_json::Value {
+        let orphans = self.lock().switchboard.orphans();
+        orphans
+            .into_iter()
+            .map(|o| {
+                serde_json::json!({
+                    "cookie": o.cookie.to_string(),
+                    "pipeline": o.pipeline,
+                    "running": o.running,
+                })
+            })
+            .collect()
+    }
+
     fn stats_json(&self) -> serde_json::Value {
         let s = self.stats();
         let sb = &s.switchboard;
@@ -776,8 +798,9 @@ impl Shared {
         }
     }
 
-    /// Handles one packet from a connected peer: a client's RUN `$stats` is
-    /// answered by the broker; everything else goes to the switchboard.
+    /// Handles one packet from a connected peer: a client's RUN `$stats` or
+    /// `$detached` is answered by the broker; everything else goes to the
+    /// switchboard.
     fn deliver(
         &self,
         peer: PeerId,
@@ -785,14 +808,17 @@ impl Shared {
         lanes: Option<&transport::LaneEnds>,
         packet: Packet,
     ) {
-        if side == Side::Client
-            && packet.packet_type == PacketType::Run
-            && packet.pipeline.as_deref() == Some(STATS_PIPELINE)
+        let own = match packet.pipeline.as_deref() {
+            Some(STATS_PIPELINE) => Some(self.stats_json()),
+            Some(DETACHED_PIPELINE) => Some(self.orphans_json()),
+            _ => None,
+        };
+        if let Some(value) =
+            own.filter(|_| side == Side::Client && packet.packet_type == PacketType::Run)
         {
-            let stats = self.stats_json();
             let answer = Packet::ok(
                 packet.cookie.unwrap_or_default(),
-                Payload::to_json(&stats).ok(),
+                Payload::to_json(&value).ok(),
             );
             let core = self.lock();
             if let Some(slot) = core.peers.get(&peer) {

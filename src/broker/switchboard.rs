@@ -184,6 +184,18 @@ pub struct SwitchboardStats {
     pub failed: Vec<(ResultCode, u64)>,
 }
 
+/// A detached run whose client has gone (see [`Switchboard::orphans`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Orphan {
+    /// The run's cookie: a CANCEL for it from any client takes it over.
+    pub cookie: Uuid,
+    /// Its pipeline (`None` only for a run that was not detached but lost
+    /// its client after a cancel its legacy worker could not be told of).
+    pub pipeline: Option<String>,
+    /// It runs on a worker (otherwise it waits in the queue).
+    pub running: bool,
+}
+
 #[derive(Debug)]
 struct Client {
     native: bool,
@@ -228,6 +240,9 @@ struct Route {
     queued_bytes: usize,
     /// Counted in its owner's share of the queue (while it waits).
     queued: bool,
+    /// A detached run's pipeline, kept for [`Switchboard::orphans`] (not
+    /// kept for the others: no allocation per ordinary run).
+    detached_pipeline: Option<String>,
 }
 
 impl Route {
@@ -274,6 +289,27 @@ impl Switchboard {
     }
 
     // ---- getters ----
+
+    /// Detached runs whose client has gone, which only a CANCEL can end
+    /// early: any client's CANCEL for such a cookie takes the run over (it
+    /// is answered like the owner would be). Sorted by cookie.
+    pub fn orphans(&self) -> Vec<Orphan> {
+        let mut v: Vec<Orphan> = self
+            .routes
+            .iter()
+            .filter(|(_, r)| !self.clients.contains_key(&r.owner))
+            .map(|(cookie, r)| Orphan {
+                cookie: *cookie,
+                pipeline: r
+                    .detached_pipeline
+                    .clone()
+                    .or_else(|| r.run.as_ref().and_then(|p| p.pipeline.clone())),
+                running: r.worker.is_some(),
+            })
+            .collect();
+        v.sort_by_key(|o| o.cookie);
+        v
+    }
 
     /// Live counters.
     pub fn stats(&self) -> SwitchboardStats {
@@ -615,6 +651,7 @@ impl Switchboard {
                 run: None,
                 queued_bytes: 0,
                 queued: false,
+                detached_pipeline: detached.then(|| pipeline.to_owned()),
             },
         );
         match chosen {
@@ -814,6 +851,7 @@ impl Switchboard {
                 Packet::error(None, ResultCode::BadPacket, "Missing cookie"),
             );
         };
+        self.adopt_orphan(peer, cookie);
         let Some(route) = self.routes.get_mut(&cookie).filter(|r| r.owner == peer) else {
             return self.emit(
                 peer,
@@ -913,6 +951,31 @@ impl Switchboard {
                     self.emit(w, Packet::cancel(cookie));
                 }
             }
+        }
+    }
+
+    /// A client's CANCEL for a run whose client has gone (a detached run,
+    /// an orphan) makes that client its owner, waiting for its RESULT, so
+    /// the cancel is answered to it as to an owner. A cookie some connected
+    /// client owns is left alone.
+    fn adopt_orphan(&mut self, peer: PeerId, cookie: Uuid) {
+        let Some(route) = self.routes.get_mut(&cookie) else {
+            return;
+        };
+        if route.owner == peer || self.clients.contains_key(&route.owner) {
+            return;
+        }
+        let Some(client) = self.clients.get_mut(&peer) else {
+            return; // only clients cancel
+        };
+        route.owner = peer;
+        route.answer_owner = true;
+        client.runs.insert(cookie);
+        // What it holds of the queue is now counted against its new owner
+        // (and released from there when it leaves the queue).
+        client.queued_bytes += route.queued_bytes;
+        if route.queued {
+            client.queued += 1;
         }
     }
 

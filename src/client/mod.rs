@@ -408,10 +408,55 @@ impl Client {
         variables: Option<Payload>,
         options: RunOptions,
     ) -> Result<RunHandle, RunError> {
+        let cookie = Uuid::new_v4();
+        let timeout = options.timeout.or(self.inner.config.default_timeout);
+        let (handle, out) = self.open_call(cookie, pipeline, timeout).await?;
+        if out
+            .send(Packet::run(cookie, pipeline, variables, false))
+            .await
+            .is_err()
+        {
+            self.inner.forget(&cookie);
+            return Err(RunError::BrokerWentAway {
+                pipeline: pipeline.into(),
+            });
+        }
+        Ok(handle)
+    }
+
+    /// Cancels a detached run whose client has gone (listed by the broker's
+    /// `$detached` pipeline, [`crate::broker::DETACHED_PIPELINE`]): this
+    /// client takes it over and waits for its end. `Ok` once it is
+    /// cancelled (or, if it finished meanwhile, with its result);
+    /// COOKIE_NOT_FOUND if no such run is orphaned (a connected client's
+    /// runs cannot be taken).
+    pub async fn cancel_orphan(&self, cookie: Uuid) -> Result<(), RunError> {
+        let (handle, out) = self.open_call(cookie, "(orphaned run)", None).await?;
+        if out.send(Packet::cancel(cookie)).await.is_err() {
+            self.inner.forget(&cookie);
+            return Err(RunError::BrokerWentAway {
+                pipeline: "(orphaned run)".into(),
+            });
+        }
+        match handle.finish_raw().await {
+            Ok(_) => Ok(()),
+            Err(e) if e.rc() == ResultCode::Cancelled => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Registers a call for `cookie` on the current connection (waiting for
+    /// one if there is none): the handle its events and result arrive on,
+    /// and the connection's outbox to send its first packet.
+    async fn open_call(
+        &self,
+        cookie: Uuid,
+        pipeline: &str,
+        timeout: Option<Duration>,
+    ) -> Result<(RunHandle, conn::Outbox), RunError> {
         let gone = || RunError::BrokerWentAway {
             pipeline: pipeline.into(),
         };
-        let cookie = Uuid::new_v4();
         let (events_tx, events) = mpsc::channel(self.inner.config.event_backlog.max(1));
         let (result_tx, result) = oneshot::channel();
         // Registered under the same lock that says which connection is
@@ -451,7 +496,6 @@ impl Client {
                 register(&self.inner, &mut slot, Some(session)).ok_or_else(gone)?
             }
         };
-        let timeout = options.timeout.or(self.inner.config.default_timeout);
         let handle = RunHandle {
             cookie,
             pipeline: pipeline.into(),
@@ -462,15 +506,7 @@ impl Client {
             timeout,
             deadline: timeout.map(|t| Instant::now() + t),
         };
-        if out
-            .send(Packet::run(cookie, pipeline, variables, false))
-            .await
-            .is_err()
-        {
-            self.inner.forget(&cookie);
-            return Err(gone());
-        }
-        Ok(handle)
+        Ok((handle, out))
     }
 
     /// Starts a detached run: it goes on without this client, and no result
