@@ -643,3 +643,65 @@ async fn close_answers_pending_calls_and_stays_closed() {
     .await
     .expect("the broker saw the close and cancelled the run");
 }
+
+/// The broker enforces deadlines with its own clock (virtual here): with a
+/// default deadline, a run that is still running when it passes is
+/// answered TIMEOUT and cancelled at its worker (the slot comes back), and
+/// one still queued is answered TIMEOUT and leaves the queue. A client's
+/// own `timeout` travels as the RUN's `timeout_ms` and is enforced the same.
+#[tokio::test(start_paused = true)]
+async fn the_broker_enforces_deadlines_queued_and_running() {
+    let broker = Broker::new(BrokerConfig {
+        default_timeout: Some(Duration::from_secs(5)),
+        ..BrokerConfig::default()
+    });
+    let clients = broker.listen_clients("mem://deadlines-c").await.unwrap();
+    let workers = broker.listen_workers("mem://deadlines-w").await.unwrap();
+    let w = plexwire::builtin::register(Worker::new(WorkerConfig {
+        capacity: 1,
+        ..WorkerConfig::default()
+    }));
+    let url = workers.url().to_owned();
+    tokio::spawn(async move { w.run(&url).await });
+    assert!(broker.wait_for_capacity(1, Duration::from_secs(10)).await);
+    let c = Client::connect(clients.url()).await.unwrap();
+
+    let running = c.start("sleep", &json!({"seconds": 3600})).await.unwrap();
+    let queued = c.start("sleep", &json!({"seconds": 1})).await.unwrap();
+    let (r, q) = tokio::join!(running.finish::<Value>(), queued.finish::<Value>());
+    for (what, outcome) in [("running", r), ("queued", q)] {
+        let e = outcome.expect_err(what);
+        assert_eq!(e.rc(), ResultCode::Timeout, "{what}: {e}");
+        assert!(e.to_string().contains("deadline"), "{what}: {e}");
+    }
+    // The worker was told to cancel: its slot comes back, nothing is held.
+    timeout(Duration::from_secs(10), async {
+        loop {
+            let s = broker.stats().switchboard;
+            if s.routes == 0 && s.free_capacity == 1 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the slot came back");
+
+    // A client's own timeout, shorter than the default, is the deadline.
+    let started = tokio::time::Instant::now();
+    let e = c
+        .run_with::<_, Value>(
+            "sleep",
+            &json!({"seconds": 3600}),
+            plexwire::client::RunOptions {
+                timeout: Some(Duration::from_secs(2)),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5), "{e}");
+    assert!(
+        matches!(e, RunError::Timeout { .. }) || e.rc() == ResultCode::Timeout,
+        "{e}"
+    );
+}

@@ -667,15 +667,15 @@ fn a_re_register_that_drops_a_pipeline_answers_its_queued_runs() {
     assert_eq!(s.stats().queued, 0);
 }
 
-/// One client cannot fill the wait queue: past its share (`queue_per_client`)
-/// its runs are answered NO_CAPACITY naming the setting, while another
-/// client still queues; the share frees as its runs leave the queue
-/// (cancelled or dispatched).
+/// One client cannot fill the wait queue: past its share
+/// (`queue_per_client`) it may queue only while a share's worth of places
+/// stays free; then it is answered NO_CAPACITY naming the setting, and
+/// another client still gets those places.
 #[test]
 fn one_client_cannot_fill_the_queue() {
     let mut s = Switchboard::new(SwitchboardConfig {
         queue_limit: 10,
-        queue_per_client: 3,
+        queue_per_client: Some(3),
         ..SwitchboardConfig::default()
     });
     setup(&mut s);
@@ -684,30 +684,32 @@ fn one_client_cannot_fill_the_queue() {
     let (_, first) = big_run("p", 10);
     s.handle_packet(C, first); // takes the only slot
     let mut queued = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..7 {
         let (c, p) = big_run("p", 10);
         s.handle_packet(C, p);
         queued.push(c);
     }
-    assert!(rc_to(&drain(&mut s), C).is_empty(), "three runs wait");
+    assert!(rc_to(&drain(&mut s), C).is_empty(), "seven runs wait");
     let (_, over) = big_run("p", 10);
     s.handle_packet(C, over);
     let out = drain(&mut s);
     assert_eq!(rc_to(&out, C), vec![ResultCode::NoCapacity]);
     let error = out[0].packet.error.clone().unwrap_or_default();
     assert!(error.contains("queue_per_client"), "{error}");
-    // Another client still gets a place in the queue.
-    let (_, theirs) = big_run("p", 10);
-    s.handle_packet(L, theirs);
-    assert!(rc_to(&drain(&mut s), L).is_empty(), "L's run waits");
-    assert_eq!(s.stats().queued, 4);
-    // A cancel gives C its place back.
+    // Another client gets the places kept for others.
+    for _ in 0..3 {
+        let (_, theirs) = big_run("p", 10);
+        s.handle_packet(L, theirs);
+    }
+    assert!(rc_to(&drain(&mut s), L).is_empty(), "L's runs wait");
+    assert_eq!(s.stats().queued, 10);
+    // A cancel frees a place; C, past its share, still may not take the last.
     s.handle_packet(C, Packet::cancel(queued[0]));
     drain(&mut s);
     let (_, again) = big_run("p", 10);
     s.handle_packet(C, again);
-    assert!(rc_to(&drain(&mut s), C).is_empty(), "C queues again");
-    assert_eq!(s.stats().queued, 4);
+    assert_eq!(rc_to(&drain(&mut s), C), vec![ResultCode::NoCapacity]);
+    assert_eq!(s.stats().queued, 9);
 }
 
 fn detached(pipeline: &str) -> (Uuid, Packet) {
@@ -791,4 +793,159 @@ fn an_orphaned_detached_run_is_listed_and_any_client_can_cancel_it() {
     drain(&mut s);
     let st = s.stats();
     assert_eq!((st.routes, st.queued, st.queued_bytes), (0, 0, 0), "{st:?}");
+}
+
+fn timed(pipeline: &str, ms: u64) -> (Uuid, Packet) {
+    let (c, mut p) = run(pipeline);
+    p.timeout_ms = Some(ms);
+    (c, p)
+}
+
+/// Deadlines: a queued run whose deadline passes is answered TIMEOUT and
+/// leaves the queue; a running one is answered TIMEOUT at once and
+/// cancelled at its native worker, whose late RESULT is dropped and frees
+/// the slot; a legacy worker is never sent CANCEL. Nothing happens early.
+#[test]
+fn deadlines_answer_timeout_queued_and_running() {
+    let t0 = std::time::Instant::now();
+    let ms = |n: u64| t0 + std::time::Duration::from_millis(n);
+    let mut s = sb(10);
+    setup(&mut s);
+    s.handle_connect(W, Side::Worker, true);
+    s.handle_packet(W, Packet::register(1, None));
+    let (running, p) = timed("p", 100);
+    s.handle_packet_at(C, p, ms(0));
+    let (queued, p) = timed("p", 50);
+    s.handle_packet_at(C, p, ms(10));
+    let (patient, p) = run("p"); // no deadline
+    s.handle_packet_at(C, p, ms(10));
+    drain(&mut s);
+    assert_eq!(s.poll_timeout(), Some(ms(60)));
+
+    s.handle_timeout(ms(59));
+    assert!(drain(&mut s).is_empty(), "nothing before the deadline");
+    s.handle_timeout(ms(60));
+    let out = drain(&mut s);
+    assert_eq!(rc_to(&out, C), vec![ResultCode::Timeout]);
+    assert_eq!(out[0].packet.cookie, Some(queued));
+    assert!(
+        out[0]
+            .packet
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("waited for a free worker slot"),
+        "{out:?}"
+    );
+    assert_eq!(s.stats().queued, 1, "only the patient run waits");
+
+    s.handle_timeout(ms(100));
+    let out = drain(&mut s);
+    assert_eq!(rc_to(&out, C), vec![ResultCode::Timeout]);
+    assert!(out.iter().any(|t| t.to == W
+        && t.packet.packet_type == PacketType::Cancel
+        && t.packet.cookie == Some(running)));
+    // The slot is still the worker's until its answer comes; that answer is
+    // dropped (the client already has its one RESULT), and frees the slot
+    // for the patient run.
+    assert_eq!(s.stats().free_capacity, 0);
+    s.handle_packet_at(
+        W,
+        Packet::error(Some(running), ResultCode::Cancelled, "cancelled"),
+        ms(101),
+    );
+    let out = drain(&mut s);
+    assert!(rc_to(&out, C).is_empty(), "no second RESULT: {out:?}");
+    assert!(out
+        .iter()
+        .any(|t| t.to == W && t.packet.cookie == Some(patient)));
+    s.handle_packet(W, Packet::ok(patient, None));
+    assert_eq!(rc_to(&drain(&mut s), C), vec![ResultCode::Ok]);
+    let st = s.stats();
+    assert_eq!(
+        (st.routes, st.queued, st.free_capacity),
+        (0, 0, 1),
+        "{st:?}"
+    );
+}
+
+/// A legacy worker is never sent CANCEL when a deadline passes (it would
+/// exit); the legacy client gets TIMEOUT's nearest ReasonChip code.
+#[test]
+fn a_deadline_on_a_legacy_worker_answers_without_cancel() {
+    let t0 = std::time::Instant::now();
+    let mut s = Switchboard::new(SwitchboardConfig {
+        default_timeout: Some(std::time::Duration::from_millis(30)),
+        ..SwitchboardConfig::default()
+    });
+    setup(&mut s);
+    s.handle_connect(X, Side::Worker, false);
+    s.handle_packet(X, Packet::register(1, None));
+    let (c, p) = run("p"); // a legacy client's RUN carries no timeout_ms
+    s.handle_packet_at(L, p, t0);
+    drain(&mut s);
+    s.handle_timeout(t0 + std::time::Duration::from_millis(29));
+    assert!(drain(&mut s).is_empty(), "nothing before the deadline");
+    s.handle_timeout(t0 + std::time::Duration::from_millis(30));
+    let out = drain(&mut s);
+    assert_eq!(rc_to(&out, L), vec![ResultCode::Exception]);
+    assert!(out[0]
+        .packet
+        .error
+        .as_deref()
+        .unwrap_or_default()
+        .contains("deadline"));
+    assert!(
+        out.iter().all(|t| t.to != X),
+        "no CANCEL to a legacy worker: {out:?}"
+    );
+    s.handle_packet(X, Packet::ok(c, None));
+    assert!(rc_to(&drain(&mut s), L).is_empty());
+    assert_eq!(s.stats().free_capacity, 1);
+}
+
+/// A run that waits longer than `max_queue_wait` is answered NO_CAPACITY;
+/// a run that started in time is not touched by its old timer, nor is a
+/// new run that reuses its cookie.
+#[test]
+fn max_queue_wait_bounds_the_wait_and_old_timers_are_harmless() {
+    let t0 = std::time::Instant::now();
+    let ms = |n: u64| t0 + std::time::Duration::from_millis(n);
+    let mut s = Switchboard::new(SwitchboardConfig {
+        max_queue_wait: Some(std::time::Duration::from_millis(20)),
+        ..SwitchboardConfig::default()
+    });
+    setup(&mut s);
+    s.handle_connect(W, Side::Worker, true);
+    s.handle_packet(W, Packet::register(1, None));
+    let (first, p) = timed("p", 15);
+    s.handle_packet_at(C, p, ms(0));
+    let (second, p) = run("p");
+    s.handle_packet_at(C, p, ms(0));
+    drain(&mut s);
+    // The first finishes in time; the second starts.
+    s.handle_packet_at(W, Packet::ok(first, None), ms(5));
+    drain(&mut s);
+    s.handle_packet_at(W, Packet::ok(second, None), ms(6));
+    drain(&mut s);
+    // The first's cookie again, with no deadline: its old timer (15 ms)
+    // must not end it.
+    let reused = Packet::run(first, "p", Some(Payload::from_json_text("{}")), false);
+    s.handle_packet_at(C, reused, ms(7));
+    let (third, p) = run("p"); // queued behind it
+    s.handle_packet_at(C, p, ms(7));
+    drain(&mut s);
+    s.handle_timeout(ms(16));
+    assert!(rc_to(&drain(&mut s), C).is_empty(), "old timers do nothing");
+    s.handle_timeout(ms(28));
+    let out = drain(&mut s);
+    assert_eq!(rc_to(&out, C), vec![ResultCode::NoCapacity]);
+    assert_eq!(out[0].packet.cookie, Some(third));
+    assert!(out[0]
+        .packet
+        .error
+        .as_deref()
+        .unwrap_or_default()
+        .contains("max_queue_wait"));
+    assert_eq!(s.stats().running, 1, "the reused cookie's run goes on");
 }

@@ -16,8 +16,14 @@
 //!   queue's bytes stay within their budgets;
 //! - once the workers have answered everything they hold, free capacity equals
 //!   total capacity, and no route, queue entry or queued byte is left.
+//!
+//! Time is virtual: some runs carry a deadline (`timeout_ms`), the broker may
+//! have a default deadline and a maximum queue wait, and `Advance` steps move
+//! the clock and call `handle_timeout`. A run answered TIMEOUT while running
+//! still gets no second RESULT when its worker's late one arrives.
 
 use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use plexwire::broker::{PeerId, PeerLink, Side, Switchboard, SwitchboardConfig};
@@ -47,6 +53,12 @@ enum Op {
         reuse_cookie: bool,
         /// Variables of control bytes: fine raw, too large as JSON for a small worker.
         big: bool,
+        /// `timeout_ms`, if any.
+        timeout_ms: Option<u64>,
+    },
+    /// Virtual time passes.
+    Advance {
+        ms: u64,
     },
     Cancel {
         client: usize,
@@ -83,8 +95,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<bool>().prop_map(|native| Op::ConnectClient { native }),
         1 => (any::<bool>(), 0i64..5, proptest::option::of(proptest::collection::vec(0usize..3, 1..3)), proptest::bool::weighted(0.3))
             .prop_map(|(native, capacity, serves, small)| Op::ConnectWorker { native, capacity, serves, small }),
-        6 => (0usize..8, 0usize..3, proptest::bool::weighted(0.1), proptest::bool::weighted(0.05), proptest::bool::weighted(0.15))
-            .prop_map(|(client, pipeline, detach, reuse_cookie, big)| Op::Run { client, pipeline, detach, reuse_cookie, big }),
+        6 => (0usize..8, 0usize..3, proptest::bool::weighted(0.1), proptest::bool::weighted(0.05), proptest::bool::weighted(0.15), proptest::option::weighted(0.3, 0u64..40))
+            .prop_map(|(client, pipeline, detach, reuse_cookie, big, timeout_ms)| Op::Run { client, pipeline, detach, reuse_cookie, big, timeout_ms }),
+        2 => (0u64..25).prop_map(|ms| Op::Advance { ms }),
         2 => (0usize..8, 0usize..16).prop_map(|(client, which)| Op::Cancel { client, which }),
         5 => (0usize..6, 0usize..16, proptest::bool::weighted(0.8)).prop_map(|(worker, which, ok)| Op::WorkerFinishes { worker, which, ok }),
         1 => (0usize..6, 0usize..16).prop_map(|(worker, which)| Op::WorkerEvent { worker, which }),
@@ -117,6 +130,8 @@ struct Model {
     /// Each worker's registered capacity (0 until a valid REGISTER).
     capacity: HashMap<PeerId, i64>,
     last_cookie: Option<Uuid>,
+    /// The virtual clock.
+    now: Option<Instant>,
 }
 
 /// The frame limit of a "small" worker: a big run fits it as bincode, not as JSON.
@@ -130,6 +145,11 @@ const QUEUE_BYTES: usize = 2000;
 const QUEUE_BYTES_PER_CLIENT: usize = 1200;
 
 impl Model {
+    /// The virtual clock's time (it starts at the first call).
+    fn clock(&mut self) -> Instant {
+        *self.now.get_or_insert_with(Instant::now)
+    }
+
     fn peer(&mut self) -> PeerId {
         self.next_peer += 1;
         self.next_peer
@@ -304,6 +324,7 @@ impl Model {
                 detach,
                 reuse_cookie,
                 big,
+                timeout_ms,
             } => {
                 let Some(&(p, _)) = self.clients.get(client % self.clients.len().max(1)) else {
                     return Ok(());
@@ -332,10 +353,10 @@ impl Model {
                 }
                 let variables =
                     big.then(|| Payload::from_utf8_bytes(Bytes::from(vec![1u8; 400])).unwrap());
-                s.handle_packet(
-                    p,
-                    Packet::run(cookie, PIPELINES[pipeline], variables, detach),
-                );
+                let mut run = Packet::run(cookie, PIPELINES[pipeline], variables, detach);
+                run.timeout_ms = timeout_ms;
+                let now = self.clock();
+                s.handle_packet_at(p, run, now);
                 if !fresh {
                     // A collision: answered with COOKIE_COLLISION, not counted as this run's result.
                     while let Some(t) = s.poll_transmit() {
@@ -350,6 +371,11 @@ impl Model {
                         }
                     }
                 }
+            }
+            Op::Advance { ms } => {
+                let now = self.clock() + Duration::from_millis(ms);
+                self.now = Some(now);
+                s.handle_timeout(now);
             }
             Op::Cancel { client, which } => {
                 let Some(&(p, _)) = self.clients.get(client % self.clients.len().max(1)) else {
@@ -467,12 +493,16 @@ proptest! {
     #[test]
     fn every_run_answered_once_and_nothing_leaks(
         queue_limit in 0usize..4,
-        queue_per_client in 1usize..4,
+        queue_per_client in proptest::option::of(1usize..4),
+        default_timeout in proptest::option::weighted(0.2, 1u64..60),
+        max_queue_wait in proptest::option::weighted(0.2, 1u64..60),
         ops in proptest::collection::vec(op(), 1..250),
     ) {
         let mut s = Switchboard::new(SwitchboardConfig {
             queue_limit,
             queue_per_client,
+            default_timeout: default_timeout.map(Duration::from_millis),
+            max_queue_wait: max_queue_wait.map(Duration::from_millis),
             max_capacity: MAX_CAPACITY as u32,
             queue_bytes: QUEUE_BYTES,
             queue_bytes_per_client: QUEUE_BYTES_PER_CLIENT,

@@ -102,15 +102,25 @@ struct BrokerArgs {
     /// Runs that may wait for a free worker slot (0 = answer NO_CAPACITY at once, like ReasonChip).
     #[arg(long, default_value_t = 1024)]
     queue: usize,
-    /// Runs one client may have in the queue, so that one client cannot
-    /// fill it for everyone. Default: a quarter of --queue (at least 1).
-    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    /// A client's share of the queue: past it, a client may queue only while
+    /// this many places stay free for the others, so one client cannot fill
+    /// it for everyone. Default: a quarter of --queue; 0: no share rule.
+    #[arg(long)]
     queue_per_client: Option<usize>,
     /// Runs one client may have waiting for results at once, queued or
     /// running; more are answered NO_CAPACITY.
     #[arg(long, default_value_t = BrokerConfig::default().max_runs_per_client,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     max_runs_per_client: usize,
+    /// Seconds a run may take, queued and running, when its client gives no
+    /// timeout (legacy clients never do); then it is answered TIMEOUT and
+    /// cancelled at its worker. Default: no limit.
+    #[arg(long, value_parser = args::positive_seconds)]
+    default_timeout: Option<Duration>,
+    /// Seconds a run may wait in the queue for a free slot, whatever its
+    /// deadline; then it is answered NO_CAPACITY. Default: no limit.
+    #[arg(long, value_parser = args::positive_seconds)]
+    max_queue_wait: Option<Duration>,
     /// Seconds running runs get to finish on Ctrl-C or SIGTERM.
     #[arg(long, default_value = "30", value_parser = args::seconds)]
     grace: Duration,
@@ -326,7 +336,9 @@ async fn broker(a: BrokerArgs) -> Result<ExitCode, String> {
     ];
     let broker = Broker::new(BrokerConfig {
         queue_limit: a.queue,
-        queue_per_client: a.queue_per_client.unwrap_or((a.queue / 4).max(1)),
+        queue_per_client: a.queue_per_client,
+        default_timeout: a.default_timeout,
+        max_queue_wait: a.max_queue_wait,
         max_runs_per_client: a.max_runs_per_client,
         client_token,
         worker_token,

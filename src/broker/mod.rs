@@ -69,10 +69,13 @@ pub struct BrokerConfig {
     /// (default [`DEFAULT_QUEUE_BYTES_PER_CLIENT`], 64 MiB), so one peer
     /// cannot spend `queue_bytes` alone. Answered like `queue_bytes`.
     pub queue_bytes_per_client: usize,
-    /// RUNs one client connection may have waiting for a free slot (default
-    /// 256, a quarter of the default `queue_limit`), so one client cannot
-    /// fill the queue and starve the others. Answered NO_CAPACITY naming it.
-    pub queue_per_client: usize,
+    /// A client connection's share of the wait queue: past it, the client
+    /// may queue only while this many places stay free for the others, so
+    /// one client cannot fill the queue and starve them; a run refused for
+    /// it is answered NO_CAPACITY naming it. `None` (the default): a quarter
+    /// of `queue_limit` (none for a queue of fewer than 4 runs); `Some(0)`:
+    /// no share rule.
+    pub queue_per_client: Option<usize>,
     /// The largest capacity one worker may register.
     pub max_capacity: u32,
     /// Runs one client may have waiting for results at once.
@@ -100,6 +103,14 @@ pub struct BrokerConfig {
     /// use up `max_connections` (default 5 minutes; `None` = never). A
     /// registered legacy worker is never closed for being idle.
     pub legacy_idle_timeout: Option<Duration>,
+    /// The deadline of a run whose RUN carries none (`timeout_ms`; legacy
+    /// clients never send one). `None` (the default): no deadline. Past its
+    /// deadline a run is answered TIMEOUT, queued or running (then it is
+    /// cancelled at its worker).
+    pub default_timeout: Option<Duration>,
+    /// The longest a run may wait in the queue for a slot, whatever its
+    /// deadline; past it, NO_CAPACITY. `None` (the default): no limit.
+    pub max_queue_wait: Option<Duration>,
     /// Undecodable frames tolerated from one connection before it is closed.
     pub max_bad_frames: u32,
     /// A native peer that has sent nothing for this long is sent a PING.
@@ -141,7 +152,7 @@ impl Default for BrokerConfig {
             queue_limit: 1024,
             queue_bytes: DEFAULT_QUEUE_BYTES,
             queue_bytes_per_client: DEFAULT_QUEUE_BYTES_PER_CLIENT,
-            queue_per_client: 256,
+            queue_per_client: None,
             max_capacity: 65_536,
             max_runs_per_client: 100_000,
             send_queue: 8192,
@@ -150,6 +161,8 @@ impl Default for BrokerConfig {
             frame_timeout: Duration::from_secs(30),
             partial_frame_bytes: 256 << 20,
             legacy_idle_timeout: Some(Duration::from_secs(300)),
+            default_timeout: None,
+            max_queue_wait: None,
             max_bad_frames: 16,
             ping_interval: Duration::from_secs(10),
             ping_timeout: Duration::from_secs(30),
@@ -209,6 +222,10 @@ struct Shared {
     partial: Arc<PartialBudget>,
     /// Aggregates the WARN lines of refused connections.
     refusals: Mutex<RefusalLog>,
+    /// Wakes the timer task: an earlier deadline, or the broker is gone.
+    timer_wake: Arc<tokio::sync::Notify>,
+    /// The timer task runs (started with the first listener).
+    timer_started: std::sync::atomic::AtomicBool,
     /// Cancelled to stop accepting.
     accepting: CancellationToken,
     /// Cancelled to drop every connection.
@@ -220,6 +237,9 @@ struct Shared {
 struct Core {
     switchboard: Switchboard,
     peers: HashMap<PeerId, PeerSlot>,
+    /// When the timer task will next call the switchboard's
+    /// `handle_timeout` (`None`: it waits to be told).
+    timer_at: Option<std::time::Instant>,
 }
 
 #[derive(Debug)]
@@ -249,6 +269,17 @@ impl Core {
     /// Sends everything the switchboard has for its peers, without waiting.
     /// A peer whose queue is full (in packets or in bytes) has stopped
     /// reading: it is disconnected rather than buffered for.
+    /// Wakes the timer task if the switchboard now has a timer earlier than
+    /// the one it sleeps for.
+    fn rearm(&mut self, wake: &tokio::sync::Notify) {
+        if let Some(t) = self.switchboard.poll_timeout() {
+            if self.timer_at.is_none_or(|at| t < at) {
+                self.timer_at = Some(t);
+                wake.notify_one();
+            }
+        }
+    }
+
     fn flush(&mut self, slow: &AtomicU64) {
         while let Some(t) = self.switchboard.poll_transmit() {
             let Some(slot) = self.peers.get(&t.to) else {
@@ -279,6 +310,8 @@ impl Broker {
             queue_bytes: config.queue_bytes,
             queue_bytes_per_client: config.queue_bytes_per_client,
             queue_per_client: config.queue_per_client,
+            default_timeout: config.default_timeout,
+            max_queue_wait: config.max_queue_wait,
         });
         let partial = PartialBudget::new(config.partial_frame_bytes);
         Broker {
@@ -287,7 +320,10 @@ impl Broker {
                 core: Mutex::new(Core {
                     switchboard,
                     peers: HashMap::new(),
+                    timer_at: None,
                 }),
+                timer_wake: Arc::new(tokio::sync::Notify::new()),
+                timer_started: std::sync::atomic::AtomicBool::new(false),
                 next_peer: AtomicU64::new(1),
                 accepted: AtomicU64::new(0),
                 handshake_failures: AtomicU64::new(0),
@@ -344,6 +380,12 @@ impl Broker {
     ) -> Endpoint {
         let endpoint = listener.local_endpoint().clone();
         tracing::info!(%endpoint, ?side, "listening");
+        if !self.shared.timer_started.swap(true, Ordering::Relaxed) {
+            tokio::spawn(run_timers(
+                Arc::downgrade(&self.shared),
+                self.shared.timer_wake.clone(),
+            ));
+        }
         let shared = self.shared.clone();
         self.shared.tracker.spawn(async move {
             let mut backoff = Duration::from_millis(5);
@@ -830,8 +872,51 @@ impl Shared {
             conn::end_request_lane(lanes, &packet);
         }
         let mut core = self.lock();
-        core.switchboard.handle_packet(peer, packet);
+        core.switchboard.handle_packet_at(peer, packet, now());
         core.flush(&self.slow_consumers);
+        core.rearm(&self.timer_wake);
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // The timer task sees the broker gone and ends.
+        self.timer_wake.notify_one();
+    }
+}
+
+/// The shells' clock: tokio's, so that a paused test clock is virtual time
+/// for the switchboard too.
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// Calls the switchboard's `handle_timeout` when its `poll_timeout` comes
+/// (deadlines, queue waits), until the broker is gone. Woken early when a
+/// packet brings an earlier deadline.
+async fn run_timers(shared: std::sync::Weak<Shared>, wake: Arc<tokio::sync::Notify>) {
+    loop {
+        let at = {
+            let Some(s) = shared.upgrade() else { return };
+            let mut core = s.lock();
+            core.timer_at = core.switchboard.poll_timeout();
+            core.timer_at
+        };
+        let sleep = async {
+            match at {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = sleep => {
+                let Some(s) = shared.upgrade() else { return };
+                let mut core = s.lock();
+                core.switchboard.handle_timeout(now());
+                core.flush(&s.slow_consumers);
+            }
+            _ = wake.notified() => {}
+        }
     }
 }
 

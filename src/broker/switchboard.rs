@@ -35,8 +35,18 @@
 //!   worker exits on CANCEL): the client is answered CANCELLED at once, and
 //!   the worker's slot stays busy until its late RESULT arrives, which is
 //!   then dropped.
+//! - Deadlines: a RUN's `timeout_ms` (or the broker's `default_timeout`)
+//!   gives it a deadline. Still queued when it passes: answered TIMEOUT and
+//!   out of the queue. Running: answered TIMEOUT at once, cancelled at a
+//!   native worker, and its slot freed when the worker's (dropped) RESULT
+//!   arrives. A run queued longer than `max_queue_wait` is answered
+//!   NO_CAPACITY. Time is passed in ([`Switchboard::handle_packet_at`],
+//!   [`Switchboard::handle_timeout`]); [`Switchboard::poll_timeout`] says
+//!   when the shell must call again.
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
@@ -78,10 +88,19 @@ pub struct SwitchboardConfig {
     /// Bytes of queued RUNs one client connection may hold (its detached
     /// runs included), so that one peer cannot spend the whole byte budget.
     pub queue_bytes_per_client: usize,
-    /// Queued RUNs one client connection may hold (its detached runs
-    /// included): its share of `queue_limit`, so that one client cannot
-    /// fill the queue and starve the others.
-    pub queue_per_client: usize,
+    /// A client connection's share of the queue (its detached runs
+    /// included): past it, the client may queue only while a share's worth
+    /// of places stays free for the others, so one client cannot fill the
+    /// queue and starve them. `None` (the default): a quarter of
+    /// `queue_limit` (none for a queue of fewer than 4 runs); `Some(0)`:
+    /// no share rule.
+    pub queue_per_client: Option<usize>,
+    /// The deadline of a RUN that carries no `timeout_ms` (legacy clients
+    /// never do); `None`: no deadline.
+    pub default_timeout: Option<Duration>,
+    /// The longest a run may wait in the queue for a slot; past it, it is
+    /// answered NO_CAPACITY. `None`: as long as its deadline allows.
+    pub max_queue_wait: Option<Duration>,
 }
 
 /// Default [`SwitchboardConfig::queue_bytes`]: 256 MiB.
@@ -98,7 +117,9 @@ impl Default for SwitchboardConfig {
             max_runs_per_client: 100_000,
             queue_bytes: DEFAULT_QUEUE_BYTES,
             queue_bytes_per_client: DEFAULT_QUEUE_BYTES_PER_CLIENT,
-            queue_per_client: 256,
+            queue_per_client: None,
+            default_timeout: None,
+            max_queue_wait: None,
         }
     }
 }
@@ -243,7 +264,24 @@ struct Route {
     /// A detached run's pipeline, kept for [`Switchboard::orphans`] (not
     /// kept for the others: no allocation per ordinary run).
     detached_pipeline: Option<String>,
+    /// Tells this route's timers from those of an earlier route that had
+    /// the same cookie.
+    id: u64,
+    /// Its time limit, if it has one (counted from its arrival).
+    limit: Option<Duration>,
 }
+
+/// What a timer of a route is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKind {
+    /// The run's deadline.
+    Deadline,
+    /// `max_queue_wait` since it was queued.
+    QueueWait,
+}
+
+/// A timer: when, which route (cookie and id), what for.
+type Timer = Reverse<(Instant, Uuid, u64, TimerKind)>;
 
 impl Route {
     /// The pipeline of a queued run.
@@ -269,6 +307,12 @@ pub struct Switchboard {
     completed: u64,
     failed: HashMap<ResultCode, u64>,
     shutting_down: bool,
+    /// The latest time the shell gave (none yet: see [`Switchboard::now`]).
+    now: Option<Instant>,
+    /// Deadlines and queue waits, earliest first; a timer whose route has
+    /// gone (or has another id) is skipped when it comes.
+    timers: BinaryHeap<Timer>,
+    next_route_id: u64,
 }
 
 impl Switchboard {
@@ -285,6 +329,9 @@ impl Switchboard {
             completed: 0,
             failed: HashMap::default(),
             shutting_down: false,
+            now: None,
+            timers: BinaryHeap::new(),
+            next_route_id: 0,
         }
     }
 
@@ -397,7 +444,53 @@ impl Switchboard {
         }
     }
 
-    /// A packet arrived from `peer`.
+    /// A packet arrived from `peer` at `now`.
+    pub fn handle_packet_at(&mut self, peer: PeerId, packet: Packet, now: Instant) {
+        self.advance(now);
+        self.handle_packet(peer, packet);
+    }
+
+    /// Time has come to `now`: runs whose deadline passed are answered
+    /// TIMEOUT (and cancelled at their native worker), runs queued longer
+    /// than `max_queue_wait` are answered NO_CAPACITY.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.advance(now);
+        while let Some(Reverse((at, cookie, id, kind))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            if self.routes.get(&cookie).is_none_or(|r| r.id != id) {
+                continue; // its run ended already
+            }
+            match kind {
+                TimerKind::Deadline => self.deadline_passed(cookie),
+                TimerKind::QueueWait => self.queue_wait_over(cookie),
+            }
+        }
+    }
+
+    /// When [`Switchboard::handle_timeout`] must be called next, if ever.
+    /// (It may be early: a timer of a run that already ended is skipped.)
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((at, ..))| *at)
+    }
+
+    fn advance(&mut self, now: Instant) {
+        if self.now.is_none_or(|t| now > t) {
+            self.now = Some(now);
+        }
+    }
+
+    /// The latest time the shell gave. A shell that never gives one (it
+    /// calls only `handle_packet`) gets the system clock, read here and
+    /// nowhere else.
+    fn now(&self) -> Instant {
+        self.now.unwrap_or_else(Instant::now)
+    }
+
+    /// A packet arrived from `peer`, at the latest time given (see
+    /// [`Switchboard::handle_packet_at`]).
     pub fn handle_packet(&mut self, peer: PeerId, packet: Packet) {
         if self.clients.contains_key(&peer) {
             self.client_packet(peer, packet);
@@ -642,6 +735,17 @@ impl Switchboard {
                 c.runs.insert(cookie);
             }
         }
+        let limit = p
+            .timeout_ms
+            .map(Duration::from_millis)
+            .or(self.config.default_timeout);
+        let id = self.next_route_id;
+        self.next_route_id += 1;
+        let now = self.now();
+        if let Some(at) = limit.and_then(|l| now.checked_add(l)) {
+            self.timers
+                .push(Reverse((at, cookie, id, TimerKind::Deadline)));
+        }
         self.routes.insert(
             cookie,
             Route {
@@ -652,6 +756,8 @@ impl Switchboard {
                 queued_bytes: 0,
                 queued: false,
                 detached_pipeline: detached.then(|| pipeline.to_owned()),
+                id,
+                limit,
             },
         );
         match chosen {
@@ -666,6 +772,10 @@ impl Switchboard {
                 if let Some(c) = self.clients.get_mut(&peer) {
                     c.queued_bytes += size;
                     c.queued += 1;
+                }
+                if let Some(at) = self.config.max_queue_wait.and_then(|w| now.checked_add(w)) {
+                    self.timers
+                        .push(Reverse((at, cookie, id, TimerKind::QueueWait)));
                 }
                 self.queue.push_back(cookie);
             }
@@ -688,9 +798,13 @@ impl Switchboard {
             ));
         }
         let waiting = self.clients.get(&peer).map_or(0, |c| c.queued);
-        if waiting >= c.queue_per_client {
+        // Past its share a client may still queue, as long as that leaves
+        // a share's worth of places for the others: one client alone can use
+        // most of the queue, and never all of it.
+        let share = c.queue_per_client.unwrap_or(c.queue_limit / 4);
+        if share > 0 && waiting >= share && self.queue.len() + share >= c.queue_limit {
             return Some(format!(
-                "no free slot, and this client's share of the wait queue is spent: {waiting} of its runs wait (the per-client share; wait for its runs to finish, or raise the broker's `queue_per_client`)"
+                "no free slot, and this client's share of the wait queue is spent: {waiting} of its runs wait and the last {share} places are kept for other clients (wait for its runs to finish, or raise the broker's `queue_per_client`)"
             ));
         }
         let mine = self.clients.get(&peer).map_or(0, |c| c.queued_bytes);
@@ -976,6 +1090,63 @@ impl Switchboard {
         client.queued_bytes += route.queued_bytes;
         if route.queued {
             client.queued += 1;
+        }
+    }
+
+    /// A run's deadline passed: queued, it leaves the queue; running, it is
+    /// cancelled at its native worker (a legacy one would exit) and its slot
+    /// stays busy until the worker's RESULT, which is then dropped. Its
+    /// client is answered TIMEOUT now, either way.
+    fn deadline_passed(&mut self, cookie: Uuid) {
+        let Some(route) = self.routes.get_mut(&cookie) else {
+            return;
+        };
+        let limit = route.limit.unwrap_or_default();
+        let (owner, was_waiting) = (
+            route.owner,
+            std::mem::replace(&mut route.answer_owner, false),
+        );
+        let why = match route.worker {
+            None => {
+                self.remove_route(&cookie);
+                self.queue.retain(|c| *c != cookie);
+                format!(
+                    "the run's deadline ({limit:?}) passed while it waited for a free worker slot"
+                )
+            }
+            Some(w) => {
+                if self.workers.get(&w).is_some_and(|w| w.native) {
+                    self.emit(w, Packet::cancel(cookie));
+                }
+                format!("the run's deadline ({limit:?}) passed while it ran; it was cancelled at its worker")
+            }
+        };
+        self.detach_from_owner(owner, &cookie);
+        if was_waiting {
+            self.finish_to_owner(owner, Packet::error(Some(cookie), ResultCode::Timeout, why));
+        }
+    }
+
+    /// A run waited in the queue for `max_queue_wait`: answered NO_CAPACITY.
+    fn queue_wait_over(&mut self, cookie: Uuid) {
+        if self.routes.get(&cookie).is_none_or(|r| r.worker.is_some()) {
+            return; // it started meanwhile
+        }
+        let Some(route) = self.remove_route(&cookie) else {
+            return;
+        };
+        self.queue.retain(|c| *c != cookie);
+        self.detach_from_owner(route.owner, &cookie);
+        if route.answer_owner {
+            let wait = self.config.max_queue_wait.unwrap_or_default();
+            self.finish_to_owner(
+                route.owner,
+                Packet::error(
+                    Some(cookie),
+                    ResultCode::NoCapacity,
+                    format!("no worker slot freed within the broker's max_queue_wait ({wait:?}); retry later"),
+                ),
+            );
         }
     }
 

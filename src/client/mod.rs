@@ -411,11 +411,11 @@ impl Client {
         let cookie = Uuid::new_v4();
         let timeout = options.timeout.or(self.inner.config.default_timeout);
         let (handle, out) = self.open_call(cookie, pipeline, timeout).await?;
-        if out
-            .send(Packet::run(cookie, pipeline, variables, false))
-            .await
-            .is_err()
-        {
+        let mut run = Packet::run(cookie, pipeline, variables, false);
+        // The broker enforces the same deadline (queued or running); a
+        // legacy broker never sees the field.
+        run.timeout_ms = timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
+        if out.send(run).await.is_err() {
             self.inner.forget(&cookie);
             return Err(RunError::BrokerWentAway {
                 pipeline: pipeline.into(),
@@ -656,6 +656,12 @@ impl RunHandle {
             Some(ResultCode::Ok) | None => Ok(packet.result),
             Some(ResultCode::BrokerWentAway) => Err(RunError::BrokerWentAway {
                 pipeline: self.pipeline.clone(),
+            }),
+            // The broker enforced our own deadline a moment before our
+            // timer did: the same outcome, the same error.
+            Some(ResultCode::Timeout) if self.timeout.is_some() => Err(RunError::Timeout {
+                pipeline: self.pipeline.clone(),
+                after: self.timeout.unwrap_or_default(),
             }),
             Some(rc) => Err(RunError::Failed {
                 pipeline: self.pipeline.clone(),
