@@ -41,6 +41,7 @@
 
 mod connection;
 mod core;
+pub mod demo;
 mod error;
 pub mod packet;
 mod typed;
