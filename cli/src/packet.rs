@@ -1,0 +1,250 @@
+//! `plexwire packet serve | call | bench`: the packet stream
+//! (cs.packetstream 20240630 wire-compatible) from the command line — a
+//! demo peer serving the request types of `plexwire::peer::demo` on every
+//! channel, a one-shot caller, and a requests-per-second measurement. A
+//! thin shell over `plexwire::peer`; the Python interop tests drive these
+//! against the real library.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+use plexwire::peer::{demo, PacketConfig, PacketConnection};
+use plexwire::transport::{self, ServerTransport};
+use tokio::sync::Semaphore;
+
+#[derive(Args, Debug)]
+pub(crate) struct PacketArgs {
+    #[command(subcommand)]
+    command: PacketCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum PacketCommand {
+    /// Serve the demo request types on every channel: 1 echo, 2 upper, 3 fail, 4 empty (other: as 3).
+    ///
+    /// Prints `LISTENING <url>` on stdout once bound (port 0 picks a free port).
+    Serve {
+        /// Where to listen, e.g. tcp://127.0.0.1:51600, unix:///tmp/pw-packet.sock
+        #[arg(long, default_value = "tcp://127.0.0.1:51600")]
+        listen: String,
+        /// Connections served at once; more wait in the kernel's backlog.
+        #[arg(long, default_value_t = 1024)]
+        max_connections: usize,
+        /// cs.packetstream's packet_grace, in milliseconds (0: flush as soon as the queue is empty).
+        #[arg(long, default_value_t = 0)]
+        grace_ms: u64,
+    },
+    /// Call a packet-stream peer once and print `ok flags payload`; exits 1 if the answer is not ok.
+    Call {
+        /// The peer, e.g. tcp://127.0.0.1:51600
+        #[arg(long, default_value = "tcp://127.0.0.1:51600")]
+        connect: String,
+        /// The request type (1 echo, 2 upper, 3 fail, 4 empty on `packet serve`).
+        rq_type: u64,
+        /// Request flags.
+        #[arg(long, default_value_t = 0)]
+        flags: u64,
+        /// Channel (a cs.packetstream 20240630 peer serves only 0).
+        #[arg(long, default_value_t = 0)]
+        channel: u64,
+        /// Payload, as text.
+        #[arg(long, default_value = "")]
+        data: String,
+        /// Seconds to wait for the answer and the orderly close.
+        #[arg(long, default_value_t = 10.0)]
+        timeout: f64,
+    },
+    /// Echo requests per second against a peer, with N in flight; prints one JSON line per depth.
+    Bench {
+        /// The peer, e.g. tcp://127.0.0.1:51600
+        #[arg(long, default_value = "tcp://127.0.0.1:51600")]
+        connect: String,
+        /// Requests in flight (repeatable).
+        #[arg(long = "in-flight", default_values_t = [1usize, 100])]
+        in_flight: Vec<usize>,
+        /// Seconds per depth.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// Payload bytes per request.
+        #[arg(long, default_value_t = 16)]
+        size: usize,
+    },
+}
+
+pub(crate) async fn run(args: PacketArgs) -> Result<ExitCode, String> {
+    match args.command {
+        PacketCommand::Serve {
+            listen,
+            max_connections,
+            grace_ms,
+        } => serve(&listen, max_connections, Duration::from_millis(grace_ms)).await,
+        PacketCommand::Call {
+            connect,
+            rq_type,
+            flags,
+            channel,
+            data,
+            timeout,
+        } => call(&connect, rq_type, flags, channel, data, secs(timeout)?).await,
+        PacketCommand::Bench {
+            connect,
+            in_flight,
+            seconds,
+            size,
+        } => bench(&connect, &in_flight, secs(seconds)?, size).await,
+    }
+}
+
+fn secs(s: f64) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(s).map_err(|e| format!("{s} is not a number of seconds: {e}"))
+}
+
+async fn serve(url: &str, max_connections: usize, grace: Duration) -> Result<ExitCode, String> {
+    let mut listener = transport::listen(url)
+        .await
+        .map_err(|e| format!("cannot listen on {url}: {e}"))?;
+    println!("LISTENING {}", listener.local_endpoint().url());
+    let slots = Arc::new(Semaphore::new(max_connections.max(1)));
+    let config = PacketConfig {
+        packet_grace: grace,
+        ..PacketConfig::default()
+    };
+    tokio::select! {
+        r = accept_loop(&mut listener, slots, config) => r,
+        _ = tokio::signal::ctrl_c() => Ok(ExitCode::SUCCESS),
+    }
+}
+
+async fn accept_loop(
+    listener: &mut Box<dyn ServerTransport>,
+    slots: Arc<Semaphore>,
+    config: PacketConfig,
+) -> Result<ExitCode, String> {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return Ok(ExitCode::SUCCESS);
+        };
+        let conn = match listener.accept().await {
+            Ok(conn) => {
+                backoff = Duration::from_millis(5);
+                conn
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let config = config.clone();
+        tokio::spawn(async move {
+            let conn = PacketConnection::open(conn, Some(demo::handler()), config);
+            tracing::debug!(peer = conn.peer(), "packet connection");
+            // As the seed's server: serve until the peer's EOF, then close
+            // in order (ERQ, what is running, EOF).
+            conn.join_recv().await;
+            conn.close().await;
+            drop(slot);
+        });
+    }
+}
+
+async fn call(
+    url: &str,
+    rq_type: u64,
+    flags: u64,
+    channel: u64,
+    data: String,
+    limit: Duration,
+) -> Result<ExitCode, String> {
+    let conn = transport::connect(url)
+        .await
+        .map_err(|e| format!("cannot connect to {url}: {e}"))?;
+    let conn = PacketConnection::open(conn, None, PacketConfig::default());
+    let answer = tokio::time::timeout(limit, conn.call(rq_type, flags, data, channel))
+        .await
+        .map_err(|_| format!("no answer from {url} within {limit:?}"))?
+        .map_err(|e| e.to_string())?;
+    println!(
+        "{} {} {}",
+        answer.ok,
+        answer.flags,
+        String::from_utf8_lossy(&answer.payload)
+    );
+    if tokio::time::timeout(limit, conn.close()).await.is_err() {
+        tracing::warn!("the peer did not close in order within {limit:?}; closing anyway");
+        conn.abort();
+    }
+    Ok(if answer.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn bench(
+    url: &str,
+    depths: &[usize],
+    per_depth: Duration,
+    size: usize,
+) -> Result<ExitCode, String> {
+    let conn = transport::connect(url)
+        .await
+        .map_err(|e| format!("cannot connect to {url}: {e}"))?;
+    let conn = PacketConnection::open(conn, None, PacketConfig::default());
+    let payload = bytes_of(size);
+    for &depth in depths {
+        let depth = depth.max(1);
+        let deadline = Instant::now() + per_depth;
+        let start = Instant::now();
+        let workers = (0..depth).map(|_| {
+            let conn = conn.clone();
+            let payload = payload.clone();
+            async move {
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    let r = conn
+                        .call(demo::ECHO, 0, payload.clone(), 0)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if !r.ok || r.payload.len() != payload.len() {
+                        return Err(format!("bad echo answer: {r:?}"));
+                    }
+                    n += 1;
+                }
+                Ok::<u64, String>(n)
+            }
+        });
+        let counts = futures_util::future::try_join_all(workers).await?;
+        let elapsed = start.elapsed().as_secs_f64();
+        let total: u64 = counts.iter().sum();
+        println!(
+            "{}",
+            serde_json::json!({
+                "connect": url,
+                "in_flight": depth,
+                "requests": total,
+                "seconds": elapsed,
+                "requests_per_second": total as f64 / elapsed,
+            })
+        );
+    }
+    if tokio::time::timeout(Duration::from_secs(10), conn.close())
+        .await
+        .is_err()
+    {
+        conn.abort();
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bytes_of(size: usize) -> bytes::Bytes {
+    bytes::Bytes::from(
+        (0..size)
+            .map(|i| b'a' + (i % 26) as u8)
+            .collect::<Vec<u8>>(),
+    )
+}
