@@ -166,18 +166,20 @@ async fn call(
     let conn = PacketConnection::open(conn, None, PacketConfig::default());
     let answer = tokio::time::timeout(limit, conn.call(rq_type, flags, data, channel))
         .await
-        .map_err(|_| format!("no answer from {url} within {limit:?}"))?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| format!("no answer from {url} within {limit:?}"))
+        .and_then(|r| r.map_err(|e| e.to_string()));
+    // Close in order whatever the answer, so the peer ends cleanly too.
+    if tokio::time::timeout(limit, conn.close()).await.is_err() {
+        tracing::warn!("the peer did not close in order within {limit:?}; closing anyway");
+        conn.abort();
+    }
+    let answer = answer?;
     println!(
         "{} {} {}",
         answer.ok,
         answer.flags,
         String::from_utf8_lossy(&answer.payload)
     );
-    if tokio::time::timeout(limit, conn.close()).await.is_err() {
-        tracing::warn!("the peer did not close in order within {limit:?}; closing anyway");
-        conn.abort();
-    }
     Ok(if answer.ok {
         ExitCode::SUCCESS
     } else {
