@@ -57,6 +57,9 @@ enum PacketCommand {
         timeout: f64,
     },
     /// Echo requests per second against a peer, with N in flight; prints one JSON line per depth.
+    ///
+    /// With --raw the peer is a raw frame echo (`plexwire bench-relay --listen URL`, u32-prefixed
+    /// frames, no protocol): the baseline round trip of the same transport and runtime.
     Bench {
         /// The peer, e.g. tcp://127.0.0.1:51600
         #[arg(long, default_value = "tcp://127.0.0.1:51600")]
@@ -70,6 +73,9 @@ enum PacketCommand {
         /// Payload bytes per request.
         #[arg(long, default_value_t = 16)]
         size: usize,
+        /// The peer is a raw frame echo, not a packet-stream peer.
+        #[arg(long)]
+        raw: bool,
     },
 }
 
@@ -93,7 +99,14 @@ pub(crate) async fn run(args: PacketArgs) -> Result<ExitCode, String> {
             in_flight,
             seconds,
             size,
-        } => bench(&connect, &in_flight, secs(seconds)?, size).await,
+            raw,
+        } => {
+            if raw {
+                raw_bench(&connect, &in_flight, secs(seconds)?, size).await
+            } else {
+                bench(&connect, &in_flight, secs(seconds)?, size).await
+            }
+        }
     }
 }
 
@@ -223,22 +236,100 @@ async fn bench(
         let counts = futures_util::future::try_join_all(workers).await?;
         let elapsed = start.elapsed().as_secs_f64();
         let total: u64 = counts.iter().sum();
-        println!(
-            "{}",
-            serde_json::json!({
-                "connect": url,
-                "in_flight": depth,
-                "requests": total,
-                "seconds": elapsed,
-                "requests_per_second": total as f64 / elapsed,
-            })
-        );
+        report(url, "packet-stream", depth, total, elapsed);
     }
     if tokio::time::timeout(Duration::from_secs(10), conn.close())
         .await
         .is_err()
     {
         conn.abort();
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One line of `bench`'s output.
+fn report(url: &str, kind: &str, depth: usize, total: u64, elapsed: f64) {
+    println!(
+        "{}",
+        serde_json::json!({
+            "connect": url,
+            "peer": kind,
+            "in_flight": depth,
+            "requests": total,
+            "seconds": elapsed,
+            "requests_per_second": total as f64 / elapsed,
+        })
+    );
+}
+
+/// The baseline: frames echoed by a raw relay, `depth` in flight on one
+/// connection, fed while a slot is free and flushed when none is.
+async fn raw_bench(
+    url: &str,
+    depths: &[usize],
+    per_depth: Duration,
+    size: usize,
+) -> Result<ExitCode, String> {
+    use futures_util::SinkExt;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    let payload = bytes_of(size);
+    for &depth in depths {
+        let depth = depth.max(1);
+        let (mut tx, mut rx) = transport::connect(url)
+            .await
+            .map_err(|e| format!("cannot connect to {url}: {e}"))?
+            .into_frames();
+        let slots = Semaphore::new(depth);
+        let sent = AtomicU64::new(0);
+        let done = AtomicBool::new(false);
+        let finished = tokio::sync::Notify::new();
+        let start = Instant::now();
+        let deadline = start + per_depth;
+        let send = async {
+            while Instant::now() < deadline {
+                let permit = match slots.try_acquire() {
+                    Ok(p) => p,
+                    Err(_) => {
+                        tx.flush().await.map_err(|e| e.to_string())?;
+                        slots.acquire().await.map_err(|e| e.to_string())?
+                    }
+                };
+                permit.forget();
+                tx.feed(payload.clone()).await.map_err(|e| e.to_string())?;
+                sent.fetch_add(1, Ordering::SeqCst);
+            }
+            tx.flush().await.map_err(|e| e.to_string())?;
+            done.store(true, Ordering::SeqCst);
+            finished.notify_one();
+            Ok::<(), String>(())
+        };
+        let recv = async {
+            let mut got = 0u64;
+            // `done` is set only after the last frame went out.
+            while !(done.load(Ordering::SeqCst) && got == sent.load(Ordering::SeqCst)) {
+                let frame = tokio::select! {
+                    f = rx.recv_frame() => f,
+                    // Re-check: the sender may have finished with nothing in flight.
+                    _ = finished.notified() => continue,
+                };
+                match frame {
+                    Some(Ok(f)) if f.len() == payload.len() => {}
+                    other => return Err(format!("bad echo from the relay: {other:?}")),
+                }
+                got += 1;
+                slots.add_permits(1);
+            }
+            Ok::<u64, String>(got)
+        };
+        let ((), total) = tokio::try_join!(send, recv)?;
+        report(
+            url,
+            "raw-relay",
+            depth,
+            total,
+            start.elapsed().as_secs_f64(),
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
