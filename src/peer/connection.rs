@@ -173,28 +173,12 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Acts on the core's events: spawns handlers, wakes waiters.
-    fn dispatch(self: &Arc<Self>, state: &mut State) {
+    /// Acts on the core's events: wakes waiters, and collects the requests
+    /// to serve into `serve` (run by [`Shared::serve`] once the lock is released).
+    fn dispatch(&self, state: &mut State, serve: &mut Vec<IncomingRequest>) {
         while let Some(event) = state.core.poll_event() {
             match event {
-                Event::Request(rq) => {
-                    let Some(handler) = self.handler.clone() else {
-                        // The core answers these itself when there is no handler.
-                        continue;
-                    };
-                    let shared = self.clone();
-                    tokio::spawn(async move {
-                        let id = rq.id;
-                        let reply = match AssertUnwindSafe(handler.call(rq)).catch_unwind().await {
-                            Ok(Ok(reply)) => Ok(reply),
-                            Ok(Err(e)) => Err(e.to_string()),
-                            Err(_) => Err("the request handler panicked".to_owned()),
-                        };
-                        shared.lock().core.handle_reply(id, reply);
-                        shared.changed.notify_waiters();
-                        shared.pump().await;
-                    });
-                }
+                Event::Request(rq) => serve.push(rq),
                 Event::Response { id, result } => {
                     if let Some(w) = state.waiters.remove(&id) {
                         let _ = w.send(result);
@@ -206,6 +190,37 @@ impl Shared {
                 Event::ReceiveEnded { eof } => {
                     tracing::debug!(peer = %self.peer, eof, "receive side ended");
                     self.changed.notify_waiters();
+                }
+            }
+        }
+    }
+
+    /// Runs the handler on each request (never under the state lock: a
+    /// handler may use the connection). A handler that finishes on its first
+    /// poll is answered here, without a task; the others get a task each
+    /// (at most `max_serving` at once: the reader stops at the limit).
+    fn serve(self: &Arc<Self>, requests: Vec<IncomingRequest>) {
+        let Some(handler) = &self.handler else {
+            // The core answers these itself when there is no handler.
+            return;
+        };
+        for rq in requests {
+            let id = rq.id;
+            let mut fut = AssertUnwindSafe(handler.call(rq)).catch_unwind();
+            let waker = futures_util::task::noop_waker_ref();
+            match Pin::new(&mut fut).poll(&mut Context::from_waker(waker)) {
+                Poll::Ready(result) => {
+                    self.lock().core.handle_reply(id, reply_of(result));
+                    self.changed.notify_waiters();
+                }
+                Poll::Pending => {
+                    let shared = self.clone();
+                    tokio::spawn(async move {
+                        let result = fut.await;
+                        shared.lock().core.handle_reply(id, reply_of(result));
+                        shared.changed.notify_waiters();
+                        shared.pump().await;
+                    });
                 }
             }
         }
@@ -241,6 +256,15 @@ impl Shared {
                 return;
             }
         }
+    }
+}
+
+/// A handler's outcome as the core takes it.
+fn reply_of(result: std::thread::Result<Result<Reply, HandlerError>>) -> Result<Reply, String> {
+    match result {
+        Ok(Ok(reply)) => Ok(reply),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("the request handler panicked".to_owned()),
     }
 }
 
@@ -534,10 +558,16 @@ impl PacketConnection {
     }
 }
 
+/// Frames handled before the answers they produced are handed to the writer.
+const READ_BATCH: usize = 64;
+
 /// The reader: frames in, core fed, events dispatched, answers pumped out;
-/// pauses while as many requests are served as allowed.
+/// pauses while as many requests are served as allowed. Frames that have
+/// already arrived are handled together (up to [`READ_BATCH`]), so their
+/// answers reach the writer in one go.
 async fn read_loop(shared: Arc<Shared>, mut reader: Reader<PacketWire>) {
-    let reason = loop {
+    let mut serve = Vec::new();
+    let reason = 'read: loop {
         // Backpressure: no reading while the serving limit is reached.
         loop {
             let changed = shared.changed.notified();
@@ -556,36 +586,49 @@ async fn read_loop(shared: Arc<Shared>, mut reader: Reader<PacketWire>) {
             _ = shared.kill.cancelled() => break "closed by this end".to_owned(),
             next = reader.recv() => next,
         };
-        match next {
-            None => break "the stream closed without EOF".to_owned(),
-            Some(Err(ReadError::Decode { error, len })) => {
-                tracing::warn!(peer = %shared.peer, len, %error, "malformed packet; closing the connection");
-                shared.kill.cancel();
-                break PacketError::Malformed(error).to_string();
-            }
-            Some(Err(ReadError::Transport(e))) => {
-                tracing::warn!(peer = %shared.peer, error = %e, "packet stream broken; closing the connection");
-                shared.kill.cancel();
-                break e.to_string();
-            }
-            Some(Ok(packet)) => {
-                let done = {
-                    let mut st = shared.lock();
-                    st.core.handle_packet(packet);
-                    shared.dispatch(&mut st);
-                    st.core.recv_done()
-                };
-                shared.pump().await;
-                if done {
-                    break String::new();
+        let mut next = Some(next);
+        let mut handled = 0;
+        while let Some(item) = next.take() {
+            match item {
+                None => break 'read "the stream closed without EOF".to_owned(),
+                Some(Err(ReadError::Decode { error, len })) => {
+                    tracing::warn!(peer = %shared.peer, len, %error, "malformed packet; closing the connection");
+                    shared.kill.cancel();
+                    break 'read PacketError::Malformed(error).to_string();
+                }
+                Some(Err(ReadError::Transport(e))) => {
+                    tracing::warn!(peer = %shared.peer, error = %e, "packet stream broken; closing the connection");
+                    shared.kill.cancel();
+                    break 'read e.to_string();
+                }
+                Some(Ok(packet)) => {
+                    let (done, paused) = {
+                        let mut st = shared.lock();
+                        st.core.handle_packet(packet);
+                        shared.dispatch(&mut st, &mut serve);
+                        (st.core.recv_done(), st.core.read_paused())
+                    };
+                    shared.serve(std::mem::take(&mut serve));
+                    if done {
+                        shared.pump().await;
+                        break 'read String::new();
+                    }
+                    handled += 1;
+                    if handled < READ_BATCH && !paused {
+                        next = reader.recv().now_or_never();
+                    }
                 }
             }
         }
+        shared.pump().await;
     };
+    // Answers to the frames before the end still go out (the peer may have
+    // closed only its sending direction).
+    shared.pump().await;
     {
         let mut st = shared.lock();
         st.core.handle_end(&reason);
-        shared.dispatch(&mut st);
+        shared.dispatch(&mut st, &mut serve);
     }
     shared.recv_done.cancel();
     shared.changed.notify_waiters();

@@ -6,20 +6,24 @@ library provisions only channel 0)."""
 import os
 import socket
 import sys
-from contextlib import contextmanager
 
 from cs.packetstream import PacketConnection
 
 
 class Channel1Connection(PacketConnection):
-    """A PacketConnection that also provisions channel 1 (sends and serves it)."""
+    """A PacketConnection that also provisions channel 1 (sends and serves it).
 
-    @contextmanager
-    def startup_shutdown(self):
-        with super().startup_shutdown():
-            self._channel_request_tags.setdefault(1, set())
-            self._pending.setdefault(1, {})
-            yield
+    The library creates its per-channel tables (`_channel_request_tags`,
+    `_pending`, both `{0: ...}`) in `startup_shutdown`, just before its
+    receive thread starts; channel 1 is added as they are set, so no request
+    can arrive before it exists."""
+
+    def __setattr__(self, name, value):
+        if name == "_channel_request_tags" and isinstance(value, dict):
+            value.setdefault(1, set())
+        elif name == "_pending" and isinstance(value, dict):
+            value.setdefault(1, {})
+        super().__setattr__(name, value)
 
 
 def connection(sock, name, *, channel1=False, request_handler=None):
