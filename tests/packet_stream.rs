@@ -455,3 +455,43 @@ async fn the_typed_layer_decodes_fulfils_and_decodes_the_response() {
     // An rq_type nobody registered.
     assert!(!a.call(5, 0, "", 0).await.unwrap().ok);
 }
+
+#[tokio::test]
+async fn submit_waits_while_max_pending_requests_are_outstanding() {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let h = {
+        let gate = gate.clone();
+        Handler::new(move |_rq: IncomingRequest| {
+            let gate = gate.clone();
+            async move {
+                gate.acquire().await.unwrap().forget();
+                Ok::<_, HandlerError>(())
+            }
+        })
+    };
+    let config = PacketConfig {
+        max_pending: 2,
+        ..PacketConfig::default()
+    };
+    let (a, _b) = io_pair(None, Some(h), config);
+    let first = a.submit(1, 0, "", 0).await.unwrap();
+    let _second = a.submit(1, 0, "", 0).await.unwrap();
+    assert_eq!(a.pending(), 2);
+    let third = a.submit(1, 0, "", 0);
+    tokio::pin!(third);
+    assert!(
+        timeout(Duration::from_millis(100), third.as_mut())
+            .await
+            .is_err(),
+        "a third request waits for a slot"
+    );
+    gate.add_permits(1);
+    let answered = timeout(LIMIT, first).await.unwrap().unwrap();
+    assert!(answered.ok);
+    let third = timeout(LIMIT, third)
+        .await
+        .expect("a slot came free")
+        .unwrap();
+    gate.add_permits(2);
+    assert!(timeout(LIMIT, third).await.unwrap().unwrap().ok);
+}

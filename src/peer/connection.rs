@@ -25,7 +25,7 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::link::{self, Outbox, Outgoing, ReadError, Reader, Wire, WriterConfig};
@@ -87,6 +87,9 @@ pub struct PacketConfig {
     /// Requests of the peer served at once; at this many the reader stops
     /// reading until one finishes (backpressure on the peer).
     pub max_serving: usize,
+    /// Our requests outstanding at once; at this many
+    /// [`submit`](PacketConnection::submit) waits for an answer to arrive.
+    pub max_pending: usize,
     /// cs.packetstream's `packet_grace`: how long the writer waits, once
     /// its queue is empty, for another packet before it flushes. Zero (the
     /// default) flushes at once; packets queued while a write is under way
@@ -101,6 +104,7 @@ impl Default for PacketConfig {
         PacketConfig {
             max_packet_size: None,
             max_serving: DEFAULT_MAX_SERVING,
+            max_pending: DEFAULT_MAX_PENDING,
             packet_grace: Duration::ZERO,
             writer: WriterConfig::default(),
         }
@@ -143,7 +147,14 @@ impl Wire for PacketWire {
     }
 }
 
-type Waiter = oneshot::Sender<Result<Response, PacketError>>;
+/// Default for [`PacketConfig::max_pending`].
+pub const DEFAULT_MAX_PENDING: usize = 65_536;
+
+/// Where an answer goes, and the slot it holds until then.
+type Waiter = (
+    oneshot::Sender<Result<Response, PacketError>>,
+    OwnedSemaphorePermit,
+);
 
 struct State {
     core: PacketCore,
@@ -157,6 +168,8 @@ struct Shared {
     /// while one task waits for room. `None` once EOF went out.
     out: tokio::sync::Mutex<Option<Outbox<PacketWire>>>,
     handler: Option<Handler>,
+    /// Slots for our outstanding requests (`max_pending`).
+    pending_slots: Arc<Semaphore>,
     /// Woken when a request finishes being served or the receive side ends.
     changed: Notify,
     recv_done: CancellationToken,
@@ -180,7 +193,7 @@ impl Shared {
             match event {
                 Event::Request(rq) => serve.push(rq),
                 Event::Response { id, result } => {
-                    if let Some(w) = state.waiters.remove(&id) {
+                    if let Some((w, _slot)) = state.waiters.remove(&id) {
                         let _ = w.send(result);
                     }
                 }
@@ -382,6 +395,7 @@ impl PacketConnection {
             }),
             out: tokio::sync::Mutex::new(Some(outbox)),
             handler,
+            pending_slots: Arc::new(Semaphore::new(config.max_pending.max(1))),
             changed: Notify::new(),
             recv_done: CancellationToken::new(),
             writer_done: CancellationToken::new(),
@@ -429,7 +443,8 @@ impl PacketConnection {
     }
 
     /// Sends a request and returns the future of its answer; many may be in
-    /// flight. Waits only for room in the writer's queue. Fails at once if
+    /// flight. Waits only for room: fewer than `max_pending` requests
+    /// outstanding, and room in the writer's queue. Fails at once if
     /// this end has ended its requests, the connection is closed, the flags
     /// do not fit or the request is over the packet limit.
     ///
@@ -442,11 +457,19 @@ impl PacketConnection {
         payload: impl Into<Bytes>,
         channel: u64,
     ) -> Result<PendingResponse, PacketError> {
+        let slot = tokio::select! {
+            slot = self.shared.pending_slots.clone().acquire_owned() => slot.map_err(|_| PacketError::Closed {
+                reason: "the connection was dropped".into(),
+            })?,
+            _ = self.shared.recv_done.cancelled() => {
+                return Err(PacketError::Closed { reason: "the peer ended it".into() })
+            }
+        };
         let (tx, rx) = oneshot::channel();
         let id = {
             let mut st = self.shared.lock();
             let id = st.core.submit(rq_type, flags, payload.into(), channel)?;
-            st.waiters.insert(id, tx);
+            st.waiters.insert(id, (tx, slot));
             id
         };
         self.shared.pump().await;

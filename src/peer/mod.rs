@@ -48,6 +48,7 @@ mod typed;
 
 pub use self::connection::{
     Handler, HandlerError, PacketConfig, PacketConnection, PacketWire, PendingResponse,
+    DEFAULT_MAX_PENDING,
 };
 pub use self::core::{
     CoreConfig, Event, IncomingRequest, PacketCore, Reply, RequestId, Response,
