@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The packet-stream benchmark in one run (issue 16, item 10): echo requests/s
 # at 1 and 100 in flight, one connection over loopback TCP, against
-#   - plexwire packet serve        (plexwire to plexwire),
+#   - plexwire packet serve        (plexwire to plexwire; one task keeping N requests
+#                                   in flight, as the raw client does, and also a
+#                                   caller task per request),
 #   - a raw frame echo             (plexwire bench-relay: the raw relay round trip, no protocol),
 #   - the real cs.packetstream 20240630 server (tests/interop/ps_server.py, from .venv),
 # then the ratios. Release build; every server is started and stopped here.
@@ -37,6 +39,7 @@ py_url="tcp://127.0.0.1:$py_port"
 
 {
     "$bin" packet bench --connect "$pw_url" --seconds "$secs" | sed 's/"peer":"packet-stream"/"peer":"plexwire"/'
+    "$bin" packet bench --tasks --connect "$pw_url" --seconds "$secs" | sed 's/"peer":"packet-stream-tasks"/"peer":"plexwire-tasks"/'
     "$bin" packet bench --raw --connect "$raw_url" --seconds "$secs"
     "$bin" packet bench --connect "$py_url" --seconds "$secs" | sed 's/"peer":"packet-stream"/"peer":"python"/'
 } | tee "$tmp/results.jsonl"
@@ -46,9 +49,9 @@ import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 rate = {(r["peer"], r["in_flight"]): r["requests_per_second"] for r in rows}
 print()
-print("| in flight | plexwire→plexwire req/s | raw relay req/s | python server req/s | raw / plexwire (round trip ×) | plexwire / python |")
-print("|---|---|---|---|---|---|")
+print("| in flight | plexwire→plexwire req/s | (a caller task per request) | raw relay req/s | python server req/s | raw / plexwire | plexwire / python |")
+print("|---|---|---|---|---|---|---|")
 for d in sorted({k[1] for k in rate}):
-    pw, raw, py = rate[("plexwire", d)], rate[("raw-relay", d)], rate[("python", d)]
-    print(f"| {d} | {pw:,.0f} | {raw:,.0f} | {py:,.0f} | {raw/pw:.2f} | {pw/py:.1f}× |")
+    pw, pwt, raw, py = (rate[(p, d)] for p in ("plexwire", "plexwire-tasks", "raw-relay", "python"))
+    print(f"| {d} | {pw:,.0f} | {pwt:,.0f} | {raw:,.0f} | {py:,.0f} | {raw/pw:.2f} | {pw/py:.0f}× |")
 PY

@@ -76,6 +76,10 @@ enum PacketCommand {
         /// The peer is a raw frame echo, not a packet-stream peer.
         #[arg(long)]
         raw: bool,
+        /// One caller task per request in flight (each awaiting `call`), instead of one
+        /// task keeping N submitted requests in flight (what the raw baseline does).
+        #[arg(long, conflicts_with = "raw")]
+        tasks: bool,
     },
 }
 
@@ -100,11 +104,12 @@ pub(crate) async fn run(args: PacketArgs) -> Result<ExitCode, String> {
             seconds,
             size,
             raw,
+            tasks,
         } => {
             if raw {
                 raw_bench(&connect, &in_flight, secs(seconds)?, size).await
             } else {
-                bench(&connect, &in_flight, secs(seconds)?, size).await
+                bench(&connect, &in_flight, secs(seconds)?, size, tasks).await
             }
         }
     }
@@ -205,6 +210,7 @@ async fn bench(
     depths: &[usize],
     per_depth: Duration,
     size: usize,
+    tasks: bool,
 ) -> Result<ExitCode, String> {
     let conn = transport::connect(url)
         .await
@@ -215,28 +221,54 @@ async fn bench(
         let depth = depth.max(1);
         let deadline = Instant::now() + per_depth;
         let start = Instant::now();
-        let workers = (0..depth).map(|_| {
-            let conn = conn.clone();
-            let payload = payload.clone();
-            async move {
-                let mut n = 0u64;
-                while Instant::now() < deadline {
-                    let r = conn
-                        .call(demo::ECHO, 0, payload.clone(), 0)
+        let counts = if tasks {
+            // One caller task per request in flight, each awaiting its call.
+            let workers = (0..depth).map(|_| {
+                let conn = conn.clone();
+                let payload = payload.clone();
+                async move {
+                    let mut n = 0u64;
+                    while Instant::now() < deadline {
+                        let r = conn
+                            .call(demo::ECHO, 0, payload.clone(), 0)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        check_echo(&r, &payload)?;
+                        n += 1;
+                    }
+                    Ok::<u64, String>(n)
+                }
+            });
+            futures_util::future::try_join_all(workers).await?
+        } else {
+            // One task keeping `depth` requests in flight, as the raw baseline does.
+            use futures_util::stream::{FuturesUnordered, StreamExt};
+            let mut in_flight = FuturesUnordered::new();
+            let mut n = 0u64;
+            loop {
+                while in_flight.len() < depth && Instant::now() < deadline {
+                    let p = conn
+                        .submit(demo::ECHO, 0, payload.clone(), 0)
                         .await
                         .map_err(|e| e.to_string())?;
-                    if !r.ok || r.payload.len() != payload.len() {
-                        return Err(format!("bad echo answer: {r:?}"));
-                    }
-                    n += 1;
+                    in_flight.push(p);
                 }
-                Ok::<u64, String>(n)
+                let Some(r) = in_flight.next().await else {
+                    break;
+                };
+                check_echo(&r.map_err(|e| e.to_string())?, &payload)?;
+                n += 1;
             }
-        });
-        let counts = futures_util::future::try_join_all(workers).await?;
+            vec![n]
+        };
         let elapsed = start.elapsed().as_secs_f64();
         let total: u64 = counts.iter().sum();
-        report(url, "packet-stream", depth, total, elapsed);
+        let kind = if tasks {
+            "packet-stream-tasks"
+        } else {
+            "packet-stream"
+        };
+        report(url, kind, depth, total, elapsed);
     }
     if tokio::time::timeout(Duration::from_secs(10), conn.close())
         .await
@@ -332,6 +364,14 @@ async fn raw_bench(
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn check_echo(r: &plexwire::peer::Response, payload: &bytes::Bytes) -> Result<(), String> {
+    if r.ok && r.payload == *payload {
+        Ok(())
+    } else {
+        Err(format!("bad echo answer: {r:?}"))
+    }
 }
 
 fn bytes_of(size: usize) -> bytes::Bytes {

@@ -12,7 +12,6 @@
 //! registry and over plain `AsyncRead + AsyncWrite` halves (a child
 //! process's stdout/stdin): [`PacketConnection::from_io`].
 
-use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -151,6 +150,8 @@ impl Wire for PacketWire {
 pub const DEFAULT_MAX_PENDING: usize = 65_536;
 
 /// Where an answer goes, and the slot it holds until then.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 type Waiter = (
     oneshot::Sender<Result<Response, PacketError>>,
     OwnedSemaphorePermit,
@@ -222,20 +223,31 @@ impl Shared {
             let mut fut = AssertUnwindSafe(handler.call(rq)).catch_unwind();
             let waker = futures_util::task::noop_waker_ref();
             match Pin::new(&mut fut).poll(&mut Context::from_waker(waker)) {
-                Poll::Ready(result) => {
-                    self.lock().core.handle_reply(id, reply_of(result));
-                    self.changed.notify_waiters();
-                }
+                Poll::Ready(result) => self.finished(id, reply_of(result)),
                 Poll::Pending => {
                     let shared = self.clone();
                     tokio::spawn(async move {
                         let result = fut.await;
-                        shared.lock().core.handle_reply(id, reply_of(result));
-                        shared.changed.notify_waiters();
+                        shared.finished(id, reply_of(result));
                         shared.pump().await;
                     });
                 }
             }
+        }
+    }
+
+    /// A request has been served: the core answers it, and whoever waits
+    /// on the serving count is woken when it matters (it reached zero, for
+    /// `close`; it left the limit, for the paused reader).
+    fn finished(&self, id: RequestId, reply: Result<Reply, String>) {
+        let wake = {
+            let mut st = self.lock();
+            st.core.handle_reply(id, reply);
+            let serving = st.core.serving();
+            serving == 0 || serving + 1 == st.core.config().max_serving
+        };
+        if wake {
+            self.changed.notify_waiters();
         }
     }
 
@@ -391,7 +403,7 @@ impl PacketConnection {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 core,
-                waiters: HashMap::new(),
+                waiters: HashMap::default(),
             }),
             out: tokio::sync::Mutex::new(Some(outbox)),
             handler,

@@ -29,11 +29,16 @@
 //! served. Tags are numbered per channel as the 20240630 library does
 //! (channel 0 from 2, every other from 0, never reused).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 
 use bytes::Bytes;
 
 use super::error::PacketError;
+
+// Keys come from the peer (channel, tag): a hash seeded per process
+// (foldhash), as in the switchboard, not SipHash's cost nor an unseeded one.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
 use super::packet::{Kind, Packet, FIRST_TAG_CHANNEL_0, MAX_REQUEST_FLAGS, MAX_RESPONSE_FLAGS};
 
 /// Not-ok payload: the request handler failed (raised, in Python).
@@ -238,9 +243,9 @@ impl PacketCore {
     pub fn new(config: CoreConfig) -> PacketCore {
         PacketCore {
             config,
-            next_tag: HashMap::new(),
-            pending: HashSet::new(),
-            serving: HashSet::new(),
+            next_tag: HashMap::default(),
+            pending: HashSet::default(),
+            serving: HashSet::default(),
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             erq_sent: false,
