@@ -42,6 +42,7 @@
 //! | [`broker`] | the sans-IO [`Switchboard`](broker::Switchboard) and the async [`Broker`](broker::Broker) |
 //! | [`worker`], [`client`] | the two kinds of broker peer |
 //! | [`builtin`] | the pipelines `plexwire worker` serves |
+//! | [`peer`] | the packet stream: symmetric tagged requests with channels, cs.packetstream 20240630 wire-compatible |
 //!
 //! # Optional features
 //!
@@ -73,6 +74,7 @@ pub mod error;
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http_api;
 pub mod link;
+pub mod peer;
 pub mod protocol;
 pub mod reconnect;
 pub mod transport;

@@ -312,9 +312,25 @@ fn scopeguard(f: impl FnOnce()) -> impl Drop {
 /// it at once, queued messages unsent (for a peer that stopped reading, or a
 /// session being torn down).
 pub fn spawn_writer<W: Wire>(
+    tx: FrameSender,
+    wire: W,
+    config: WriterConfig,
+    kill: CancellationToken,
+) -> (Outbox<W>, JoinHandle<()>) {
+    spawn_writer_with_grace(tx, wire, config, Duration::ZERO, kill)
+}
+
+/// [`spawn_writer`] with a flush grace: once the queue is empty the writer
+/// waits up to `grace` for one more message before it flushes, so that
+/// packets queued in quick succession share one write (cs.packetstream's
+/// `packet_grace`). `Duration::ZERO` flushes as soon as the queue is empty,
+/// which adds no latency; a busy queue is flushed at least every 256
+/// messages whatever the grace.
+pub fn spawn_writer_with_grace<W: Wire>(
     mut tx: FrameSender,
     mut wire: W,
     config: WriterConfig,
+    grace: Duration,
     kill: CancellationToken,
 ) -> (Outbox<W>, JoinHandle<()>) {
     let (data, mut rx) = mpsc::channel::<W::Message>(config.queue.max(1));
@@ -347,8 +363,21 @@ pub fn spawn_writer<W: Wire>(
                     } else if let Ok(m) = rx.try_recv() {
                         take(&m);
                         wire.encode(m, tx.max_frame_size())
-                    } else {
+                    } else if grace.is_zero() {
                         break;
+                    } else {
+                        // The queue is empty: give it `grace` to fill
+                        // before flushing.
+                        room.wake();
+                        tokio::select! {
+                            biased;
+                            Some(c) = control_rx.recv() => wire.encode_control(c),
+                            Some(m) = rx.recv() => {
+                                take(&m);
+                                wire.encode(m, tx.max_frame_size())
+                            }
+                            _ = tokio::time::sleep(grace) => break,
+                        }
                     };
                     feed(&mut tx, next).await?;
                     n += 1;

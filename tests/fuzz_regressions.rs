@@ -23,13 +23,14 @@ use plexwire_transport::{FrameCodec, RESERVE_AHEAD};
 use tokio_util::codec::Decoder;
 use uuid::Uuid;
 
-const TARGETS: [&str; 6] = [
+const TARGETS: [&str; 7] = [
     "frame_decoder",
     "json_packet",
     "bincode_packet",
     "first_frame",
     "endpoint",
     "packet_roundtrip",
+    "packet_stream",
 ];
 
 fn corpus_dir(target: &str) -> PathBuf {
@@ -104,6 +105,44 @@ fn seed_corpus_first_frame() {
 #[test]
 fn seed_corpus_endpoint() {
     replay("endpoint", checks::endpoint);
+}
+
+#[test]
+fn seed_corpus_packet_stream() {
+    replay("packet_stream", checks::packet_stream);
+}
+
+/// The captured cs.packetstream packets of `shared/wire/cs-packetstream.md`,
+/// length prefix included.
+fn packetstream_captures() -> Vec<(&'static str, Vec<u8>)> {
+    let hex = |s: &str| -> Vec<u8> {
+        s.split_whitespace()
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect()
+    };
+    vec![
+        ("request-ch0", hex("18 02 02 02 68 65 6c 6c 6f 20 30 20 6f 6e 20 63 68 61 6e 6e 65 6c 20 30 20")),
+        ("request-ch1", hex("1b 00 07 01 03 68 65 6c 6c 6f 20 31 20 6f 6e 20 63 68 61 6e 6e 65 6c 20 31 20 61 62")),
+        ("response-ok-flags", hex("1b 03 14 68 65 6c 6c 6f 20 32 20 6f 6e 20 63 68 61 6e 6e 65 6c 20 30 20 61 62 61 62")),
+        ("response-ch1", hex("1a 00 05 01 48 45 4c 4c 4f 20 31 20 4f 4e 20 43 48 41 4e 4e 45 4c 20 31 20 41 42")),
+        ("response-not-ok", hex("1a 0c 00 65 78 63 65 70 74 69 6f 6e 20 64 75 72 69 6e 67 20 68 61 6e 64 6c 65 72")),
+        ("response-empty", hex("03 0a 05 01")),
+        ("unknown-channel", hex("15 00 01 01 75 6e 6b 6e 6f 77 6e 20 63 68 61 6e 6e 65 6c 20 25 64")),
+        ("erq", hex("03 01 02 00")),
+        ("eof", hex("03 00 02 00")),
+    ]
+}
+
+#[test]
+fn packet_stream_hostile_forms() {
+    // A BSUInt over u64 in the tag; a truncated flagword; a length over the limit.
+    checks::packet_stream(&[
+        10, 0x82, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00,
+    ]);
+    checks::packet_stream(&[0x02, 0x02, 0x83]);
+    checks::packet_stream(&[0xc0, 0x80, 0x80, 0x80, 0x00, 0x02, 0x02]);
+    // A repeated tag, answered each time (the core answers as it goes).
+    checks::packet_stream(&[4, 2, 2, 2, b'x', 4, 2, 2, 2, b'y']);
 }
 
 /// `packet_roundtrip`'s own corpus is `arbitrary`'s encoding of packets,
@@ -541,6 +580,37 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     {
         out.push(("endpoint", format!("seed-{i:02}"), url.as_bytes().to_vec()));
     }
+
+    // packet_stream: the captures as one stream, each alone, one bare body,
+    // and hostile forms.
+    let caps = packetstream_captures();
+    let stream: Vec<u8> = caps.iter().flat_map(|(_, b)| b.clone()).collect();
+    out.push(("packet_stream", "seed-captured-stream".into(), stream));
+    for (name, bytes) in &caps {
+        out.push(("packet_stream", format!("seed-{name}"), bytes.clone()));
+    }
+    out.push((
+        "packet_stream",
+        "seed-bare-body".into(),
+        caps[1].1[1..].to_vec(),
+    ));
+    out.push((
+        "packet_stream",
+        "seed-bsuint-over-u64".into(),
+        vec![
+            10, 0x82, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00,
+        ],
+    ));
+    out.push((
+        "packet_stream",
+        "seed-truncated".into(),
+        vec![0x02, 0x02, 0x83],
+    ));
+    out.push((
+        "packet_stream",
+        "seed-oversized".into(),
+        vec![0xc0, 0x80, 0x80, 0x80, 0x00],
+    ));
     out
 }
 

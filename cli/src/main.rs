@@ -10,6 +10,7 @@ mod args;
 #[cfg(any(feature = "tls", feature = "quic"))]
 mod cert;
 mod demo;
+mod packet;
 mod signals;
 
 use std::path::PathBuf;
@@ -86,6 +87,8 @@ enum Command {
     Bench(plexwire_bench::BenchArgs),
     /// Head-of-line blocking: small-run latency beside a 10 MiB run, over TCP and QUIC.
     BenchHol(plexwire_bench::HolArgs),
+    /// The packet stream (cs.packetstream 20240630 wire-compatible): serve the demo request types, call a peer, measure.
+    Packet(packet::PacketArgs),
     /// (Used by `bench`.) Relay frames to --upstream, or echo them back.
     #[command(hide = true)]
     BenchRelay(plexwire_bench::RelayArgs),
@@ -303,6 +306,7 @@ async fn run(command: Command) -> Result<ExitCode, String> {
         Command::Bench(args) => plexwire_bench::bench(args).await,
         Command::BenchRelay(args) => plexwire_bench::relay(args).await,
         Command::BenchHol(args) => plexwire_bench::hol(args).await,
+        Command::Packet(args) => packet::run(args).await,
     }
 }
 

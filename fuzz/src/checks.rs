@@ -19,6 +19,12 @@
 //!   back to the same endpoint.
 //! - [`packet_roundtrip`]: any packet survives both codecs, the framing and
 //!   first-frame detection; its legacy form is legacy.
+//! - [`packet_stream`]: cs.packetstream packets — the input as one packet
+//!   body and as a BSUInt-framed stream: whatever decodes re-encodes no
+//!   longer than it was, to the same bytes when as long (minimal encodings),
+//!   and decodes back to the same packet; fed to a `PacketCore`, every
+//!   packet it transmits round-trips too, and every request it hands out is
+//!   answered exactly once.
 //!
 //! This file is shared, unchanged, with `tests/fuzz_regressions.rs`
 //! (`#[path]`), so it may only use crates the root `plexwire` package's
@@ -807,4 +813,90 @@ fn check_endpoint_fields(ep: &Endpoint) {
         }
         other => panic!("{:?} endpoint with address {other:?}", ep.scheme()),
     }
+}
+
+// ---------------------------------------------------------------------------
+// packet_stream
+
+/// One packet body: decode → encode → decode (see the module docs).
+fn packet_body_round_trip(body: &Bytes) -> Option<plexwire::peer::Packet> {
+    use plexwire::peer::Packet as PsPacket;
+    let packet = PsPacket::decode(body).ok()?;
+    let again = packet.encode();
+    assert_eq!(again.len(), packet.encoded_len());
+    assert!(
+        again.len() <= body.len(),
+        "re-encoding grew: {} > {} bytes",
+        again.len(),
+        body.len()
+    );
+    if again.len() == body.len() {
+        assert_eq!(&again, body, "a minimal encoding re-encodes to itself");
+    }
+    assert_eq!(PsPacket::decode(&again).as_ref(), Ok(&packet));
+    Some(packet)
+}
+
+/// The packet-stream target (see the module docs).
+pub fn packet_stream(data: &[u8]) {
+    use plexwire::peer::{CoreConfig, Event, PacketCore, Reply};
+    use plexwire_transport::{put_bsuint, BsuintCodec};
+
+    packet_body_round_trip(&Bytes::copy_from_slice(data));
+
+    // The same bytes as a stream of BSUInt-framed packets.
+    const MAX: usize = 4096;
+    let mut codec = BsuintCodec::new(MAX);
+    let mut buf = BytesMut::from(data);
+    let mut frames = Vec::new();
+    while let Ok(Some(frame)) = codec.decode(&mut buf) {
+        assert!(frame.len() <= MAX);
+        frames.push(frame.freeze());
+    }
+    let mut core = PacketCore::new(CoreConfig {
+        max_packet_size: MAX,
+        max_serving: 8,
+        serves_requests: true,
+    });
+    let mut reframed = BytesMut::new();
+    let mut decoded = Vec::new();
+    let mut asked = 0usize;
+    let mut answered = 0usize;
+    for frame in &frames {
+        let Some(packet) = packet_body_round_trip(frame) else {
+            assert!(core.handle_frame(frame).is_err());
+            break;
+        };
+        put_bsuint(&mut reframed, packet.encoded_len() as u64);
+        packet.encode_into(&mut reframed);
+        decoded.push(packet);
+        core.handle_frame(frame).expect("decoded above");
+        while let Some(event) = core.poll_event() {
+            if let Event::Request(rq) = event {
+                asked += 1;
+                core.handle_reply(rq.id, Ok(Reply::Bytes(rq.payload)));
+            }
+        }
+        while let Some(out) = core.poll_transmit() {
+            let enc = out.encode();
+            assert_eq!(plexwire::peer::Packet::decode(&enc).as_ref(), Ok(&out));
+            if matches!(
+                out.kind,
+                plexwire::peer::packet::Kind::Response { ok: true, .. }
+            ) {
+                answered += 1;
+            }
+        }
+        assert_eq!(core.serving(), 0, "every request was answered");
+    }
+    if !core.eof_sent() {
+        assert_eq!(asked, answered, "one ok answer per request handed out");
+    }
+    // The re-framed stream decodes to the same packets.
+    let mut codec = BsuintCodec::new(MAX);
+    let mut again = Vec::new();
+    while let Ok(Some(frame)) = codec.decode(&mut reframed) {
+        again.push(plexwire::peer::Packet::decode(&frame.freeze()).expect("re-encoded packet"));
+    }
+    assert_eq!(again, decoded);
 }
