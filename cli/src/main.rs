@@ -167,18 +167,8 @@ struct WorkerArgs {
     /// Runs at once (1 to 65536, the most a broker accepts).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=65_536))]
     capacity: u32,
-    /// Codec: json or bincode.
-    #[arg(long, default_value = "json", value_parser = parse_codec)]
-    codec: CodecKind,
-    /// Speak ReasonChip 0.0.6's protocol from the start (no HELLO, JSON,
-    /// no events). Not needed for a ReasonChip broker: one that closes the
-    /// connection after our HELLO is served in legacy mode anyway.
-    #[arg(long, conflicts_with = "native")]
-    legacy: bool,
-    /// Never fall back to legacy (ReasonChip) mode: a broker that closes
-    /// the connection after our HELLO is an error.
-    #[arg(long)]
-    native: bool,
+    #[command(flatten)]
+    dialect: Dialect,
     #[command(flatten)]
     token: PeerToken,
 }
@@ -199,8 +189,20 @@ struct RunArgs {
     /// Start the run and return at once; its result is discarded.
     #[arg(long)]
     detach: bool,
+    #[command(flatten)]
+    dialect: Dialect,
+    /// Seconds to wait for the broker to come up.
+    #[arg(long, default_value = "0", value_parser = args::seconds)]
+    wait: Duration,
+    #[command(flatten)]
+    token: PeerToken,
+}
+
+/// How a worker or client speaks to its broker.
+#[derive(clap::Args, Debug)]
+struct Dialect {
     /// Codec: json or bincode.
-    #[arg(long, default_value = "json", value_parser = parse_codec)]
+    #[arg(long, default_value = "json", value_parser = CodecKind::parse_enabled)]
     codec: CodecKind,
     /// Speak ReasonChip 0.0.6's protocol from the start (no HELLO, JSON,
     /// no events). Not needed for a ReasonChip broker: one that closes the
@@ -211,11 +213,15 @@ struct RunArgs {
     /// the connection after our HELLO is an error.
     #[arg(long)]
     native: bool,
-    /// Seconds to wait for the broker to come up.
-    #[arg(long, default_value = "0", value_parser = args::seconds)]
-    wait: Duration,
-    #[command(flatten)]
-    token: PeerToken,
+}
+
+impl Dialect {
+    /// What `stats` and `detached` speak: only a plexwire broker answers them.
+    const NATIVE_JSON: Dialect = Dialect {
+        codec: CodecKind::Json,
+        legacy: false,
+        native: true,
+    };
 }
 
 /// The token a worker or client presents in its HELLO.
@@ -237,17 +243,6 @@ impl PeerToken {
             file: self.token_file.clone(),
         }
         .resolve("--token")
-    }
-}
-
-fn parse_codec(s: &str) -> Result<CodecKind, String> {
-    let kind: CodecKind = s.parse()?;
-    if kind.is_enabled() {
-        Ok(kind)
-    } else {
-        Err(format!(
-            "this build lacks the `{s}` codec (enable the `{s}` cargo feature)"
-        ))
     }
 }
 
@@ -433,9 +428,9 @@ fn exposure_warning(
 async fn worker(a: WorkerArgs) -> Result<ExitCode, String> {
     let w = plexwire::builtin::register(Worker::new(WorkerConfig {
         capacity: a.capacity,
-        codec: a.codec,
-        legacy: a.legacy,
-        fallback_to_legacy: !a.native,
+        codec: a.dialect.codec,
+        legacy: a.dialect.legacy,
+        fallback_to_legacy: !a.dialect.native,
         token: a.token.resolve()?,
         ..WorkerConfig::default()
     }));
@@ -476,16 +471,14 @@ async fn worker(a: WorkerArgs) -> Result<ExitCode, String> {
 
 async fn connect(
     url: &str,
-    codec: CodecKind,
-    legacy: bool,
-    native: bool,
+    dialect: &Dialect,
     wait: Duration,
     token: Option<String>,
 ) -> Result<Client, String> {
     let config = ClientConfig {
-        codec,
-        legacy,
-        fallback_to_legacy: !native,
+        codec: dialect.codec,
+        legacy: dialect.legacy,
+        fallback_to_legacy: !dialect.native,
         token,
         ..ClientConfig::default()
     };
@@ -495,15 +488,7 @@ async fn connect(
 }
 
 async fn run_pipeline(a: RunArgs) -> Result<ExitCode, String> {
-    let client = connect(
-        &a.broker,
-        a.codec,
-        a.legacy,
-        a.native,
-        a.wait,
-        a.token.resolve()?,
-    )
-    .await?;
+    let client = connect(&a.broker, &a.dialect, a.wait, a.token.resolve()?).await?;
     if a.detach {
         let cookie = client
             .run_detached(&a.pipeline, &a.vars)
@@ -542,7 +527,7 @@ async fn run_pipeline(a: RunArgs) -> Result<ExitCode, String> {
 
 async fn stats(url: &str, wait: Duration, token: Option<String>) -> Result<ExitCode, String> {
     // Only a plexwire broker keeps these counters: no legacy fallback (--native).
-    let client = connect(url, CodecKind::Json, false, true, wait, token).await?;
+    let client = connect(url, &Dialect::NATIVE_JSON, wait, token).await?;
     let stats: serde_json::Value = client
         .run_with(
             STATS_PIPELINE,
@@ -570,7 +555,7 @@ async fn detached(
     token: Option<String>,
 ) -> Result<ExitCode, String> {
     // Only a plexwire broker keeps detached runs: no legacy fallback.
-    let client = connect(url, CodecKind::Json, false, true, wait, token).await?;
+    let client = connect(url, &Dialect::NATIVE_JSON, wait, token).await?;
     let listed: Vec<serde_json::Value> = client
         .run_with(
             DETACHED_PIPELINE,

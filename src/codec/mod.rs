@@ -93,6 +93,19 @@ impl CodecKind {
             CodecKind::Bincode => cfg!(feature = "bincode"),
         }
     }
+
+    /// Parses a codec name (`json`, `bincode`) that this build contains; the
+    /// error names the cargo feature that would bring a missing one.
+    pub fn parse_enabled(name: &str) -> Result<CodecKind, String> {
+        let kind: CodecKind = name.parse()?;
+        if kind.is_enabled() {
+            Ok(kind)
+        } else {
+            Err(format!(
+                "this build lacks the `{name}` codec (build with the `{name}` cargo feature)"
+            ))
+        }
+    }
 }
 
 impl fmt::Display for CodecKind {

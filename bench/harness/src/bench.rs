@@ -259,17 +259,6 @@ fn check_transport(t: &str) -> Result<(), String> {
     }
 }
 
-fn check_codec(c: &str) -> Result<CodecKind, String> {
-    let kind: CodecKind = c.parse()?;
-    if kind.is_enabled() {
-        Ok(kind)
-    } else {
-        Err(format!(
-            "this build lacks the `{c}` codec (build with `--features {c}`)"
-        ))
-    }
-}
-
 /// How the benchmark reaches one backend: the URL to listen on, and the
 /// query options a connecting side adds to the listener's bound address
 /// (`ca=…` for TLS and QUIC; nothing for the others).
@@ -474,7 +463,7 @@ impl Plan {
         for c in &args.codecs {
             let c = c.trim();
             if !c.is_empty() && !codecs.iter().any(|x| x == c) {
-                check_codec(c)?;
+                CodecKind::parse_enabled(c)?;
                 codecs.push(c.to_owned());
             }
         }
@@ -511,7 +500,7 @@ impl Plan {
         };
         if args.idle > 0 || args.soak > 0.0 {
             check_transport(&mem_transport)?;
-            check_codec(&mem_codec)?;
+            CodecKind::parse_enabled(&mem_codec)?;
         }
         Ok(Plan {
             transports,
@@ -712,7 +701,7 @@ async fn measure_transport(
         );
     }
     for c in &plan.codecs {
-        let codec = check_codec(c)?;
+        let codec = CodecKind::parse_enabled(c)?;
         let broker = start_broker(scratch, t, 1)?;
         let _worker = start_worker(&broker.workers, c)?;
         let config = ClientConfig {
@@ -1156,7 +1145,7 @@ async fn idle(
     sink: &mut Sink,
 ) -> Result<(), String> {
     let (t, c) = (plan.mem_transport.as_str(), plan.mem_codec.as_str());
-    let kind = check_codec(c)?;
+    let kind = CodecKind::parse_enabled(c)?;
     println!(
         "\nidle connections: {wanted} native {c} clients over {t}, HELLO exchanged, then idle"
     );
@@ -1274,7 +1263,7 @@ async fn soak(
     sink: &mut Sink,
 ) -> Result<(), String> {
     let (t, c) = (plan.mem_transport.as_str(), plan.mem_codec.as_str());
-    let kind = check_codec(c)?;
+    let kind = CodecKind::parse_enabled(c)?;
     let duration = Duration::from_secs_f64(args.soak);
     let every = Duration::from_secs_f64(args.sample_every.max(0.1).min(args.soak.max(0.2) / 2.0));
     let warmup = Duration::from_secs_f64((args.soak / 5.0).min(60.0));
