@@ -196,6 +196,7 @@ fn extreme_packets() -> Vec<Packet> {
         }),
         pipelines: Some(vec![]),
         timeout_ms: Some(u64::MAX),
+        credit: Some(u32::MAX),
     }];
     for t in PacketType::ALL {
         for rc in ResultCode::ALL {
@@ -267,12 +268,12 @@ fn bincode_list_counts_on_the_wire_are_not_preallocated() {
         .unwrap()
         .to_vec();
     assert_eq!(
-        &honest[honest.len() - 3..],
-        &[1, 0, 0],
-        "layout moved: Some, no names, no timeout"
+        &honest[honest.len() - 4..],
+        &[1, 0, 0, 0],
+        "layout moved: Some, no names, no timeout, no credit"
     );
-    let mut lying = honest[..honest.len() - 2].to_vec();
-    lying.extend_from_slice(&[0xfc, 0xff, 0xff, 0xff, 0xff, 0]);
+    let mut lying = honest[..honest.len() - 3].to_vec();
+    lying.extend_from_slice(&[0xfc, 0xff, 0xff, 0xff, 0xff, 0, 0]);
     for frame in [&frame[..], &lying[..]] {
         let frame = Bytes::copy_from_slice(frame);
         let (res, peak) = checks::alloc_meter::peak(|| Bincode.decode(&frame));
@@ -341,6 +342,7 @@ fn native_packets() -> Vec<(&'static str, Packet)> {
             "register-pipelines",
             Packet::register(4, Some(vec!["add".into(), "echo".into()])),
         ),
+        ("credit", Packet::credit(cookie, 512)),
         (
             "run-timeout",
             Packet {

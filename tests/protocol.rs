@@ -265,11 +265,12 @@ fn packet() -> impl Strategy<Value = Packet> {
         )),
         proptest::option::of(proptest::collection::vec("[a-z_]{0,10}", 0..4)),
         proptest::option::of(any::<u64>()),
+        proptest::option::of(any::<u32>()),
     );
     (head, tail).prop_map(
         |(
             (packet_type, cookie, capacity, pipeline, variables, detach, rc),
-            (error, stacktrace, result, hello, pipelines, timeout_ms),
+            (error, stacktrace, result, hello, pipelines, timeout_ms, credit),
         )| Packet {
             packet_type,
             cookie,
@@ -289,6 +290,7 @@ fn packet() -> impl Strategy<Value = Packet> {
             }),
             pipelines,
             timeout_ms,
+            credit,
         },
     )
 }

@@ -705,3 +705,52 @@ async fn the_broker_enforces_deadlines_queued_and_running() {
         "{e}"
     );
 }
+
+/// Per-run flow control: a client whose reader pauses (here for a virtual
+/// second every 2 500 events) with a buffer of only 64 events still gets
+/// every one of 20 000 events, in order, and none is dropped: the worker's
+/// `emit` waits for the client's CREDITs instead of the broker or the client
+/// dropping what does not fit. Before, the client's buffer overflowed and
+/// counted dropped events.
+#[tokio::test(start_paused = true)]
+async fn a_slow_reader_gets_every_event_in_order() {
+    let broker = Broker::new(BrokerConfig::default());
+    let clients = broker.listen_clients("mem://credits-c").await.unwrap();
+    let workers = broker.listen_workers("mem://credits-w").await.unwrap();
+    let w = plexwire::builtin::register(Worker::new(WorkerConfig {
+        capacity: 1,
+        ..WorkerConfig::default()
+    }));
+    let url = workers.url().to_owned();
+    tokio::spawn(async move { w.run(&url).await });
+    assert!(broker.wait_for_capacity(1, Duration::from_secs(10)).await);
+    let c = Client::connect_with(
+        &AnyTransport,
+        &clients,
+        ClientConfig {
+            event_backlog: 64,
+            ..ClientConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    const N: i64 = 20_000;
+    let mut run = c.start("count", &json!({"to": N})).await.unwrap();
+    let mut next = 1i64;
+    while let Some(event) = run.next_event().await {
+        let got: i64 = serde_json::from_str(event.as_str()).unwrap();
+        assert_eq!(got, next, "events in order, none missing");
+        next += 1;
+        if next % 2_500 == 0 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    assert_eq!(next, N + 1, "every event arrived");
+    assert_eq!(run.finish::<i64>().await.unwrap(), N);
+    assert_eq!(c.dropped_events(), 0);
+    assert_eq!(
+        broker.stats().slow_consumers,
+        0,
+        "the client was never dropped"
+    );
+}

@@ -949,3 +949,62 @@ fn max_queue_wait_bounds_the_wait_and_old_timers_are_harmless() {
         .contains("max_queue_wait"));
     assert_eq!(s.stats().running, 1, "the reused cookie's run goes on");
 }
+
+/// CREDIT: the owner's grant reaches the native worker running its run; a
+/// queued run's window grows by it before the run is sent; another client's
+/// CREDIT for the run goes nowhere; a detached run is sent with no window
+/// (nobody would grant more).
+#[test]
+fn credits_reach_the_worker_or_grow_the_queued_window() {
+    let mut s = sb(10);
+    setup(&mut s);
+    s.handle_connect(W, Side::Worker, true);
+    s.handle_packet(W, Packet::register(1, None));
+    let windowed = |credit| {
+        let (c, mut p) = run("p");
+        p.credit = Some(credit);
+        (c, p)
+    };
+    let (first, p) = windowed(8);
+    s.handle_packet(C, p);
+    let out = drain(&mut s);
+    assert_eq!(out[0].packet.credit, Some(8), "the RUN carries its window");
+    s.handle_packet(C, Packet::credit(first, 4));
+    let out = drain(&mut s);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(
+        (out[0].to, out[0].packet.packet_type, out[0].packet.credit),
+        (W, PacketType::Credit, Some(4))
+    );
+    // Not the owner: dropped, unanswered.
+    s.handle_packet(L, Packet::credit(first, 4));
+    assert!(drain(&mut s).is_empty());
+
+    let (queued, p) = windowed(8);
+    s.handle_packet(C, p);
+    s.handle_packet(C, Packet::credit(queued, 5));
+    assert!(drain(&mut s).is_empty(), "queued: nothing to send yet");
+    let (_, mut detached) = run("p");
+    detached.detach = Some(true);
+    detached.credit = Some(8);
+    let detached_cookie = detached.cookie;
+    s.handle_packet(C, detached);
+    s.handle_packet(W, Packet::ok(first, None));
+    let out = drain(&mut s);
+    let sent = out
+        .iter()
+        .find(|t| t.to == W && t.packet.cookie == Some(queued))
+        .expect("the queued run starts");
+    assert_eq!(
+        sent.packet.credit,
+        Some(13),
+        "its window grew while it waited"
+    );
+    s.handle_packet(W, Packet::ok(queued, None));
+    let out = drain(&mut s);
+    let sent = out
+        .iter()
+        .find(|t| t.to == W && t.packet.cookie == detached_cookie)
+        .expect("the detached run starts");
+    assert_eq!(sent.packet.credit, None, "a detached run has no window");
+}

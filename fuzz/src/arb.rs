@@ -65,6 +65,7 @@ pub struct ArbPacket {
     hello: Option<ArbHello>,
     pipelines: Option<Vec<String>>,
     timeout_ms: Option<u64>,
+    credit: Option<u32>,
 }
 
 impl ArbPacket {
@@ -92,6 +93,7 @@ impl ArbPacket {
             }),
             pipelines: self.pipelines,
             timeout_ms: self.timeout_ms,
+            credit: self.credit,
         }
     }
 }

@@ -596,6 +596,7 @@ impl Switchboard {
         match p.packet_type {
             PacketType::Run => self.run(peer, p),
             PacketType::Cancel => self.cancel(peer, p),
+            PacketType::Credit => self.credit(peer, p),
             PacketType::Ping => self.emit(peer, Packet::new(PacketType::Pong)),
             PacketType::Pong => {}
             other => {
@@ -870,7 +871,12 @@ impl Switchboard {
 
     /// Sends a routed run to `worker`, or, if the run cannot fit that
     /// worker's connection, answers it TOO_LARGE and releases its route.
-    fn start(&mut self, cookie: Uuid, worker: PeerId, run: Packet) {
+    fn start(&mut self, cookie: Uuid, worker: PeerId, mut run: Packet) {
+        if self.routes.get(&cookie).is_some_and(|r| !r.answer_owner) {
+            // Nobody takes its events (detached, or its client gone while it
+            // waited): nobody would grant more credit, so it has no window.
+            run.credit = None;
+        }
         let Some(w) = self.workers.get_mut(&worker) else {
             return;
         };
@@ -1065,6 +1071,39 @@ impl Switchboard {
                     self.emit(w, Packet::cancel(cookie));
                 }
             }
+        }
+    }
+
+    /// A client grants more events of its run: passed to the native worker
+    /// running it, or added to the queued RUN's window. A CREDIT for a run
+    /// the client does not own (it ended meanwhile) needs no answer.
+    fn credit(&mut self, peer: PeerId, p: Packet) {
+        let (Some(cookie), Some(more)) = (p.cookie, p.credit) else {
+            return self.emit(
+                peer,
+                Packet::error(
+                    p.cookie,
+                    ResultCode::BadPacket,
+                    "CREDIT needs a cookie and a credit",
+                ),
+            );
+        };
+        let Some(route) = self.routes.get_mut(&cookie).filter(|r| r.owner == peer) else {
+            tracing::debug!(peer, %cookie, "CREDIT for a run that has ended; dropped");
+            return;
+        };
+        match (route.worker, route.run.as_mut()) {
+            (Some(w), _) => {
+                if self.workers.get(&w).is_some_and(|w| w.native) {
+                    self.emit(w, Packet::credit(cookie, more));
+                }
+            }
+            (None, Some(run)) => {
+                if let Some(window) = run.credit.as_mut() {
+                    *window = window.saturating_add(more);
+                }
+            }
+            (None, None) => {}
         }
     }
 

@@ -38,6 +38,7 @@ use uuid::Uuid;
 use crate::codec::{AnyCodec, Codec, CodecKind};
 use crate::conn::{self, next_liveness, LivenessTimer};
 use crate::error::{Error, RunError};
+use crate::link::TrySendError;
 use crate::link::WriterConfig;
 use crate::protocol::{
     LivenessAction, LivenessConfig, Packet, PacketType, Payload, ResultCode, Role,
@@ -64,7 +65,11 @@ pub struct ClientConfig {
     pub token: Option<String>,
     /// Packets queued for the broker before callers wait.
     pub send_queue: usize,
-    /// Events buffered per call; further events are dropped (and counted) until the caller reads.
+    /// Events buffered per call, and the call's event window: a plexwire
+    /// broker and worker send at most this many events ahead of what the
+    /// caller has taken ([`RunHandle::next_event`]), so none is dropped. (A
+    /// ReasonChip broker sends no events; an older plexwire worker ignores
+    /// the window, and events past the buffer are then dropped and counted.)
     pub event_backlog: usize,
     /// Calls waiting for a result at once; a call beyond it fails at once
     /// with NO_CAPACITY instead of growing the client's tables without bound.
@@ -177,11 +182,21 @@ impl Inner {
     }
 
     fn send_cancel(&self, cookie: Uuid) {
+        self.send_now(Packet::cancel(cookie));
+    }
+
+    /// Queues `packet` without waiting: at once if the outbox has room,
+    /// otherwise from a task of its own (CANCEL and CREDIT must not be lost
+    /// to a full queue, and their senders cannot wait).
+    fn send_now(&self, packet: Packet) {
         let Some(out) = self.sender() else { return };
-        if out.try_send(Packet::cancel(cookie)).is_err() {
+        if let Err(e) = out.try_send(packet) {
+            let TrySendError::Full { message, .. } = e else {
+                return;
+            };
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(async move {
-                    let _ = out.send(Packet::cancel(cookie)).await;
+                    let _ = out.send(message).await;
                 });
             }
         }
@@ -412,6 +427,10 @@ impl Client {
         let timeout = options.timeout.or(self.inner.config.default_timeout);
         let (handle, out) = self.open_call(cookie, pipeline, timeout).await?;
         let mut run = Packet::run(cookie, pipeline, variables, false);
+        // Per-run flow control: the worker sends at most this many events
+        // ahead of what this handle has taken (CREDIT grants more), so the
+        // handle's buffer of `event_backlog` events never overflows.
+        run.credit = Some(self.window());
         // The broker enforces the same deadline (queued or running); a
         // legacy broker never sees the field.
         run.timeout_ms = timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
@@ -503,6 +522,8 @@ impl Client {
             result,
             inner: self.inner.clone(),
             finished: false,
+            window: self.window(),
+            taken: 0,
             timeout,
             deadline: timeout.map(|t| Instant::now() + t),
         };
@@ -530,6 +551,11 @@ impl Client {
             .await
             .map_err(|_| gone())?;
         Ok(cookie)
+    }
+
+    /// The event window a run of this client gets: its buffer's size.
+    fn window(&self) -> u32 {
+        u32::try_from(self.inner.config.event_backlog.max(1)).unwrap_or(u32::MAX)
     }
 
     /// Calls waiting for a result.
@@ -574,6 +600,10 @@ pub struct RunHandle {
     result: oneshot::Receiver<Packet>,
     inner: Arc<Inner>,
     finished: bool,
+    /// The run's event window (the events its buffer holds).
+    window: u32,
+    /// Events taken since the last CREDIT.
+    taken: u32,
     timeout: Option<Duration>,
     deadline: Option<Instant>,
 }
@@ -598,13 +628,21 @@ impl RunHandle {
     ///
     /// Cancel safe.
     pub async fn next_event(&mut self) -> Option<Payload> {
-        match self.deadline {
+        let event = match self.deadline {
             Some(d) => tokio::time::timeout_at(d, self.events.recv())
                 .await
                 .ok()
                 .flatten(),
             None => self.events.recv().await,
+        }?;
+        // Taken: once half the window is, grant it again (never waiting
+        // here, so this stays cancel safe).
+        self.taken += 1;
+        if self.taken >= (self.window / 2).max(1) {
+            self.inner
+                .send_now(Packet::credit(self.cookie, std::mem::take(&mut self.taken)));
         }
+        Some(event)
     }
 
     /// Asks the broker to cancel the run; its result (CANCELLED, or whatever

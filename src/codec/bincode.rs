@@ -59,6 +59,7 @@ struct Wire<'a> {
     #[serde(borrow, deserialize_with = "str_list")]
     pipelines: Option<Vec<&'a str>>,
     timeout_ms: Option<u64>,
+    credit: Option<u32>,
 }
 
 /// An optional list of borrowed strings, grown as its elements arrive.
@@ -128,6 +129,7 @@ impl Codec for Bincode {
                 .as_ref()
                 .map(|v| v.iter().map(String::as_str).collect()),
             timeout_ms: p.timeout_ms,
+            credit: p.credit,
         };
         // Sized up front: growing from empty costs several reallocations per packet.
         let mut out = Vec::with_capacity(p.size_hint());
@@ -169,6 +171,7 @@ impl Codec for Bincode {
             }),
             pipelines: owned(w.pipelines),
             timeout_ms: w.timeout_ms,
+            credit: w.credit,
         })
     }
 }

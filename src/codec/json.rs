@@ -89,6 +89,9 @@ impl Serialize for Out<'_> {
         if let Some(t) = &p.timeout_ms {
             m.serialize_entry("timeout_ms", t)?;
         }
+        if let Some(c) = &p.credit {
+            m.serialize_entry("credit", c)?;
+        }
         m.end()
     }
 }
@@ -121,6 +124,8 @@ struct In<'a> {
     pipelines: Option<Vec<String>>,
     #[serde(default)]
     timeout_ms: Option<u64>,
+    #[serde(default)]
+    credit: Option<u32>,
 }
 
 impl In<'_> {
@@ -149,6 +154,7 @@ impl In<'_> {
             hello: self.hello,
             pipelines: self.pipelines,
             timeout_ms: self.timeout_ms,
+            credit: self.credit,
         })
     }
 }

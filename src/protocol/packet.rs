@@ -35,11 +35,15 @@ pub enum PacketType {
     Pong,
     /// Native: the first packet of a native peer: version, codec, role, token.
     Hello,
+    /// Native, client → broker → worker: the client has taken `credit` more
+    /// events of run `cookie` from its buffer; the worker may send that many
+    /// more (per-run flow control, see `Packet::credit`).
+    Credit,
 }
 
 impl PacketType {
     /// Every type, in wire order.
-    pub const ALL: [PacketType; 9] = [
+    pub const ALL: [PacketType; 10] = [
         PacketType::Register,
         PacketType::Shutdown,
         PacketType::Run,
@@ -49,6 +53,7 @@ impl PacketType {
         PacketType::Ping,
         PacketType::Pong,
         PacketType::Hello,
+        PacketType::Credit,
     ];
 
     /// The wire spelling.
@@ -63,6 +68,7 @@ impl PacketType {
             PacketType::Ping => "PING",
             PacketType::Pong => "PONG",
             PacketType::Hello => "HELLO",
+            PacketType::Credit => "CREDIT",
         }
     }
 
@@ -232,6 +238,10 @@ pub struct Packet {
     pub pipelines: Option<Vec<String>>,
     /// Native: the run's time limit in milliseconds (RUN).
     pub timeout_ms: Option<u64>,
+    /// Native, per-run flow control: on a RUN, how many EVENTs the client
+    /// can take before it grants more (none: no limit); on a CREDIT, how
+    /// many more it grants.
+    pub credit: Option<u32>,
 }
 
 impl Packet {
@@ -251,6 +261,7 @@ impl Packet {
             hello: None,
             pipelines: None,
             timeout_ms: None,
+            credit: None,
         }
     }
 
@@ -276,6 +287,15 @@ impl Packet {
             variables,
             detach: Some(detach),
             ..Packet::new(PacketType::Run)
+        }
+    }
+
+    /// `CREDIT {cookie, credit}`: `credit` more events of run `cookie` may come.
+    pub fn credit(cookie: Uuid, credit: u32) -> Packet {
+        Packet {
+            cookie: Some(cookie),
+            credit: Some(credit),
+            ..Packet::new(PacketType::Credit)
         }
     }
 
@@ -341,6 +361,7 @@ impl Packet {
         p.hello = None;
         p.pipelines = None;
         p.timeout_ms = None;
+        p.credit = None;
         if let Some(rc) = p.rc.filter(|rc| !rc.is_legacy()) {
             p.rc = Some(rc.legacy_equivalent());
             let what = p.error.take().unwrap_or_default();
@@ -377,6 +398,7 @@ impl Packet {
             || self.hello.is_some()
             || self.pipelines.is_some()
             || self.timeout_ms.is_some()
+            || self.credit.is_some()
     }
 }
 

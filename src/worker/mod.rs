@@ -31,7 +31,7 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
@@ -102,6 +102,9 @@ pub struct RunContext {
     out: conn::Outbox,
     events: bool,
     cancel: CancellationToken,
+    /// The events the client can still take (its CREDITs add more); none:
+    /// no limit (a legacy or older client, or a detached run).
+    credit: Option<Arc<Semaphore>>,
 }
 
 impl fmt::Debug for RunContext {
@@ -124,14 +127,24 @@ impl RunContext {
         &self.pipeline
     }
 
-    /// Streams an event to the client. Waits if the connection's send queue
-    /// is full (so a fast producer is throttled, never buffered without
-    /// bound). A no-op when connected to a legacy broker, which has no EVENT.
+    /// Streams an event to the client. Waits while the client has not taken
+    /// the events already sent (its window for this run is used up, until
+    /// its CREDIT comes) and while the connection's send queue is full: a
+    /// slow reader slows the handler, and nothing is dropped or buffered
+    /// without bound. A no-op when connected to a legacy broker, which has
+    /// no EVENT.
     pub async fn emit<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), HandlerError> {
         if !self.events {
             return Ok(());
         }
         let payload = Payload::to_json(value)?;
+        if let Some(credit) = &self.credit {
+            credit
+                .acquire()
+                .await
+                .map_err(|_| HandlerError::msg("the run has ended"))?
+                .forget();
+        }
         self.out
             .send(Packet::event(self.cookie, payload))
             .await
@@ -531,7 +544,14 @@ impl Worker {
                     // lock on the parent per run, and the run task watches the
                     // session token anyway.
                     let cancel = CancellationToken::new();
-                    if let Err(why) = running.admit(cookie, cancel.clone(), capacity) {
+                    let credit = packet.credit.filter(|_| !legacy).map(|n| {
+                        Arc::new(Semaphore::new((n as usize).min(Semaphore::MAX_PERMITS)))
+                    });
+                    let entry = RunEntry {
+                        cancel: cancel.clone(),
+                        credit: credit.clone(),
+                    };
+                    if let Err(why) = running.admit(cookie, entry, capacity) {
                         let _ = out
                             .send(Packet::error(Some(cookie), ResultCode::NoCapacity, why))
                             .await;
@@ -543,6 +563,7 @@ impl Worker {
                         out: out.clone(),
                         events: !legacy,
                         cancel,
+                        credit,
                     };
                     let mut run = Box::pin(execute(handler, ctx, packet.variables));
                     // On a current-thread runtime a run that finishes at its
@@ -590,6 +611,20 @@ impl Worker {
                         }
                     });
                 }
+                PacketType::Credit => {
+                    match (
+                        packet.cookie.and_then(|c| running.credit(&c)),
+                        packet.credit,
+                    ) {
+                        (Some(window), Some(more)) => {
+                            let room = Semaphore::MAX_PERMITS - window.available_permits();
+                            window.add_permits((more as usize).min(room));
+                        }
+                        _ => {
+                            tracing::debug!(cookie = ?packet.cookie, "CREDIT for a run not here (already finished) or without a window")
+                        }
+                    }
+                }
                 PacketType::Cancel => match packet.cookie.and_then(|c| running.token(&c)) {
                     Some(token) => token.cancel(),
                     None => {
@@ -628,13 +663,20 @@ impl Worker {
     }
 }
 
+/// One running run, as the read loop needs it: how to cancel it, and its
+/// event window.
+struct RunEntry {
+    cancel: CancellationToken,
+    credit: Option<Arc<Semaphore>>,
+}
+
 /// The runs of one session, shared with the run tasks (which remove
 /// themselves before sending their RESULT).
 #[derive(Clone, Default)]
-struct Running(Arc<std::sync::Mutex<HashMap<Uuid, CancellationToken>>>);
+struct Running(Arc<std::sync::Mutex<HashMap<Uuid, RunEntry>>>);
 
 impl Running {
-    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, CancellationToken>> {
+    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, RunEntry>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -643,19 +685,14 @@ impl Running {
     }
 
     /// Takes a slot for `cookie`, or says why not.
-    fn admit(
-        &self,
-        cookie: Uuid,
-        token: CancellationToken,
-        capacity: usize,
-    ) -> Result<(), &'static str> {
+    fn admit(&self, cookie: Uuid, entry: RunEntry, capacity: usize) -> Result<(), &'static str> {
         let mut t = self.table();
         if t.contains_key(&cookie) {
             Err("this cookie is already running here")
         } else if t.len() >= capacity {
             Err("the worker is at capacity")
         } else {
-            t.insert(cookie, token);
+            t.insert(cookie, entry);
             Ok(())
         }
     }
@@ -665,12 +702,16 @@ impl Running {
     }
 
     fn token(&self, cookie: &Uuid) -> Option<CancellationToken> {
-        self.table().get(cookie).cloned()
+        self.table().get(cookie).map(|e| e.cancel.clone())
+    }
+
+    fn credit(&self, cookie: &Uuid) -> Option<Arc<Semaphore>> {
+        self.table().get(cookie).and_then(|e| e.credit.clone())
     }
 
     fn cancel_all(&self) {
-        for token in self.table().values() {
-            token.cancel();
+        for entry in self.table().values() {
+            entry.cancel.cancel();
         }
     }
 }
