@@ -17,6 +17,10 @@
 //! - once the workers have answered everything they hold, free capacity equals
 //!   total capacity, and no route, queue entry or queued byte is left.
 //!
+//! Some runs carry an event window and clients send CREDITs: a CREDIT only
+//! ever reaches the native worker holding its run, and a run nobody waits
+//! for is sent with no window.
+//!
 //! Time is virtual: some runs carry a deadline (`timeout_ms`), the broker may
 //! have a default deadline and a maximum queue wait, and `Advance` steps move
 //! the clock and call `handle_timeout`. A run answered TIMEOUT while running
@@ -60,6 +64,13 @@ enum Op {
     Advance {
         ms: u64,
     },
+    /// A client grants more events of one of its runs (or of a made-up
+    /// cookie).
+    Credit {
+        client: usize,
+        which: usize,
+        more: u32,
+    },
     Cancel {
         client: usize,
         which: usize,
@@ -98,6 +109,7 @@ fn op() -> impl Strategy<Value = Op> {
         6 => (0usize..8, 0usize..3, proptest::bool::weighted(0.1), proptest::bool::weighted(0.05), proptest::bool::weighted(0.15), proptest::option::weighted(0.3, 0u64..40))
             .prop_map(|(client, pipeline, detach, reuse_cookie, big, timeout_ms)| Op::Run { client, pipeline, detach, reuse_cookie, big, timeout_ms }),
         2 => (0u64..25).prop_map(|ms| Op::Advance { ms }),
+        1 => (0usize..8, 0usize..16, 1u32..100).prop_map(|(client, which, more)| Op::Credit { client, which, more }),
         2 => (0usize..8, 0usize..16).prop_map(|(client, which)| Op::Cancel { client, which }),
         5 => (0usize..6, 0usize..16, proptest::bool::weighted(0.8)).prop_map(|(worker, which, ok)| Op::WorkerFinishes { worker, which, ok }),
         1 => (0usize..6, 0usize..16).prop_map(|(worker, which)| Op::WorkerEvent { worker, which }),
@@ -182,11 +194,28 @@ impl Model {
                 );
             }
             match t.packet.packet_type {
-                PacketType::Run => self
-                    .held
-                    .entry(t.to)
-                    .or_default()
-                    .push(t.packet.cookie.unwrap()),
+                PacketType::Run => {
+                    let c = t.packet.cookie.unwrap();
+                    let detached = self
+                        .sent
+                        .values()
+                        .find_map(|m| m.get(&c))
+                        .is_none_or(|(detached, ..)| *detached);
+                    prop_assert!(
+                        !(detached && t.packet.credit.is_some()),
+                        "a run nobody waits for was sent with an event window"
+                    );
+                    self.held.entry(t.to).or_default().push(c);
+                }
+                PacketType::Credit => {
+                    prop_assert!(native, "CREDIT sent to a legacy peer");
+                    let c = t.packet.cookie.unwrap();
+                    prop_assert!(
+                        self.held.get(&t.to).is_some_and(|h| h.contains(&c)),
+                        "CREDIT for {} sent to a worker that does not hold it",
+                        c
+                    );
+                }
                 PacketType::Cancel => {
                     prop_assert!(native, "CANCEL sent to a legacy worker");
                     self.cancels
@@ -355,6 +384,7 @@ impl Model {
                     big.then(|| Payload::from_utf8_bytes(Bytes::from(vec![1u8; 400])).unwrap());
                 let mut run = Packet::run(cookie, PIPELINES[pipeline], variables, detach);
                 run.timeout_ms = timeout_ms;
+                run.credit = (!detach && pipeline != 0).then_some(16);
                 let now = self.clock();
                 s.handle_packet_at(p, run, now);
                 if !fresh {
@@ -392,6 +422,26 @@ impl Model {
                     mine[which % mine.len()]
                 };
                 s.handle_packet(p, Packet::cancel(cookie));
+            }
+            Op::Credit {
+                client,
+                which,
+                more,
+            } => {
+                let Some(&(p, _)) = self.clients.get(client % self.clients.len().max(1)) else {
+                    return Ok(());
+                };
+                let mine: Vec<Uuid> = self
+                    .sent
+                    .get(&p)
+                    .map(|m| m.keys().copied().collect())
+                    .unwrap_or_default();
+                let cookie = if mine.is_empty() || which >= mine.len() + 2 {
+                    Uuid::new_v4()
+                } else {
+                    mine[which % mine.len()]
+                };
+                s.handle_packet(p, Packet::credit(cookie, more));
             }
             Op::WorkerFinishes { worker, which, ok } => {
                 let Some(&(w, _)) = self.workers.get(worker % self.workers.len().max(1)) else {
