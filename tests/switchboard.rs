@@ -1008,3 +1008,63 @@ fn credits_reach_the_worker_or_grow_the_queued_window() {
         .expect("the detached run starts");
     assert_eq!(sent.packet.credit, None, "a detached run has no window");
 }
+
+/// A run whose client takes none of its events: once its window is used up
+/// and no CREDIT comes for `stall_timeout`, it is cancelled at its worker and
+/// its client answered CANCELLED; a CREDIT in time stops the clock.
+#[test]
+fn a_run_whose_client_stops_taking_events_is_cancelled_after_the_stall_timeout() {
+    let t0 = std::time::Instant::now();
+    let ms = |n: u64| t0 + std::time::Duration::from_millis(n);
+    let mut s = Switchboard::new(SwitchboardConfig {
+        stall_timeout: Some(std::time::Duration::from_millis(100)),
+        ..SwitchboardConfig::default()
+    });
+    setup(&mut s);
+    s.handle_connect(W, Side::Worker, true);
+    s.handle_packet(W, Packet::register(2, None));
+    let windowed = |credit| {
+        let (c, mut p) = run("p");
+        p.credit = Some(credit);
+        (c, p)
+    };
+    let (kept, p) = windowed(2);
+    s.handle_packet_at(C, p, ms(0));
+    let (stalled, p) = windowed(2);
+    s.handle_packet_at(C, p, ms(0));
+    drain(&mut s);
+    let event = |c| Packet::event(c, Payload::from_json_text("1"));
+    for c in [kept, stalled] {
+        s.handle_packet_at(W, event(c), ms(10));
+        s.handle_packet_at(W, event(c), ms(10));
+    }
+    drain(&mut s);
+    // `kept`'s client grants more in time; `stalled`'s never does.
+    s.handle_packet_at(C, Packet::credit(kept, 2), ms(50));
+    drain(&mut s);
+    s.handle_timeout(ms(109));
+    assert!(drain(&mut s).is_empty(), "nothing before the stall timeout");
+    s.handle_timeout(ms(110));
+    let out = drain(&mut s);
+    assert_eq!(rc_to(&out, C), vec![ResultCode::Cancelled]);
+    assert_eq!(
+        out.iter().find(|t| t.to == C).unwrap().packet.cookie,
+        Some(stalled)
+    );
+    assert!(out.iter().any(|t| t.to == W
+        && t.packet.packet_type == PacketType::Cancel
+        && t.packet.cookie == Some(stalled)));
+    // The worker's answer to the CANCEL frees the slot and reaches nobody.
+    s.handle_packet_at(
+        W,
+        Packet::error(Some(stalled), ResultCode::Cancelled, "cancelled"),
+        ms(111),
+    );
+    assert!(rc_to(&drain(&mut s), C).is_empty());
+    s.handle_timeout(ms(1000));
+    assert!(
+        rc_to(&drain(&mut s), C).is_empty(),
+        "the run with credit goes on"
+    );
+    assert_eq!(s.stats().running, 1);
+}

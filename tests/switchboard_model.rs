@@ -19,7 +19,8 @@
 //!
 //! Some runs carry an event window and clients send CREDITs: a CREDIT only
 //! ever reaches the native worker holding its run, and a run nobody waits
-//! for is sent with no window.
+//! for is sent with no window; runs whose window is used up are cancelled
+//! after a random stall timeout, still answered once.
 //!
 //! Time is virtual: some runs carry a deadline (`timeout_ms`), the broker may
 //! have a default deadline and a maximum queue wait, and `Advance` steps move
@@ -112,7 +113,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0usize..8, 0usize..16, 1u32..100).prop_map(|(client, which, more)| Op::Credit { client, which, more }),
         2 => (0usize..8, 0usize..16).prop_map(|(client, which)| Op::Cancel { client, which }),
         5 => (0usize..6, 0usize..16, proptest::bool::weighted(0.8)).prop_map(|(worker, which, ok)| Op::WorkerFinishes { worker, which, ok }),
-        1 => (0usize..6, 0usize..16).prop_map(|(worker, which)| Op::WorkerEvent { worker, which }),
+        3 => (0usize..6, 0usize..16).prop_map(|(worker, which)| Op::WorkerEvent { worker, which }),
         1 => (0usize..6).prop_map(|worker| Op::BogusResult { worker }),
         1 => (0usize..8).prop_map(|client| Op::DisconnectClient { client }),
         1 => (0usize..6).prop_map(|worker| Op::DisconnectWorker { worker }),
@@ -384,7 +385,7 @@ impl Model {
                     big.then(|| Payload::from_utf8_bytes(Bytes::from(vec![1u8; 400])).unwrap());
                 let mut run = Packet::run(cookie, PIPELINES[pipeline], variables, detach);
                 run.timeout_ms = timeout_ms;
-                run.credit = (!detach && pipeline != 0).then_some(16);
+                run.credit = (!detach && pipeline != 0).then_some(1);
                 let now = self.clock();
                 s.handle_packet_at(p, run, now);
                 if !fresh {
@@ -546,6 +547,7 @@ proptest! {
         queue_per_client in proptest::option::of(1usize..4),
         default_timeout in proptest::option::weighted(0.2, 1u64..60),
         max_queue_wait in proptest::option::weighted(0.2, 1u64..60),
+        stall_timeout in proptest::option::weighted(0.5, 1u64..60),
         ops in proptest::collection::vec(op(), 1..250),
     ) {
         let mut s = Switchboard::new(SwitchboardConfig {
@@ -553,6 +555,7 @@ proptest! {
             queue_per_client,
             default_timeout: default_timeout.map(Duration::from_millis),
             max_queue_wait: max_queue_wait.map(Duration::from_millis),
+            stall_timeout: stall_timeout.map(Duration::from_millis),
             max_capacity: MAX_CAPACITY as u32,
             queue_bytes: QUEUE_BYTES,
             queue_bytes_per_client: QUEUE_BYTES_PER_CLIENT,

@@ -124,6 +124,11 @@ struct BrokerArgs {
     /// deadline; then it is answered NO_CAPACITY. Default: no limit.
     #[arg(long, value_parser = args::positive_seconds)]
     max_queue_wait: Option<Duration>,
+    /// Seconds a run may wait for its client to take events (its event
+    /// window used up) before it is cancelled, so a client that stopped
+    /// reading cannot hold a worker slot for ever.
+    #[arg(long, default_value = "300", value_parser = args::positive_seconds)]
+    stall_timeout: Duration,
     /// Seconds running runs get to finish on Ctrl-C or SIGTERM.
     #[arg(long, default_value = "30", value_parser = args::seconds)]
     grace: Duration,
@@ -338,6 +343,7 @@ async fn broker(a: BrokerArgs) -> Result<ExitCode, String> {
         queue_per_client: a.queue_per_client,
         default_timeout: a.default_timeout,
         max_queue_wait: a.max_queue_wait,
+        stall_timeout: Some(a.stall_timeout),
         max_runs_per_client: a.max_runs_per_client,
         client_token,
         worker_token,

@@ -30,7 +30,7 @@ use tokio_util::task::TaskTracker;
 
 pub use switchboard::{
     Orphan, PeerId, PeerLink, Side, Switchboard, SwitchboardConfig, SwitchboardStats, Transmit,
-    DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_BYTES_PER_CLIENT,
+    DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_BYTES_PER_CLIENT, DEFAULT_STALL_TIMEOUT,
 };
 
 use crate::codec::Codec;
@@ -111,6 +111,12 @@ pub struct BrokerConfig {
     /// The longest a run may wait in the queue for a slot, whatever its
     /// deadline; past it, NO_CAPACITY. `None` (the default): no limit.
     pub max_queue_wait: Option<Duration>,
+    /// How long a run may wait for its client to take events (its event
+    /// window used up, no CREDIT) before it is cancelled at its worker and
+    /// answered CANCELLED (default [`DEFAULT_STALL_TIMEOUT`], 5 minutes;
+    /// `None`: no limit), so a client that stopped reading cannot hold a
+    /// worker slot for ever.
+    pub stall_timeout: Option<Duration>,
     /// Undecodable frames tolerated from one connection before it is closed.
     pub max_bad_frames: u32,
     /// A native peer that has sent nothing for this long is sent a PING.
@@ -163,6 +169,7 @@ impl Default for BrokerConfig {
             legacy_idle_timeout: Some(Duration::from_secs(300)),
             default_timeout: None,
             max_queue_wait: None,
+            stall_timeout: Some(DEFAULT_STALL_TIMEOUT),
             max_bad_frames: 16,
             ping_interval: Duration::from_secs(10),
             ping_timeout: Duration::from_secs(30),
@@ -312,6 +319,7 @@ impl Broker {
             queue_per_client: config.queue_per_client,
             default_timeout: config.default_timeout,
             max_queue_wait: config.max_queue_wait,
+            stall_timeout: config.stall_timeout,
         });
         let partial = PartialBudget::new(config.partial_frame_bytes);
         Broker {

@@ -101,6 +101,10 @@ pub struct SwitchboardConfig {
     /// The longest a run may wait in the queue for a slot; past it, it is
     /// answered NO_CAPACITY. `None`: as long as its deadline allows.
     pub max_queue_wait: Option<Duration>,
+    /// How long a run with an event window may wait for its client to take
+    /// events (its window used up, no CREDIT) before it is cancelled at its
+    /// worker and answered CANCELLED; `None`: as long as the client likes.
+    pub stall_timeout: Option<Duration>,
 }
 
 /// Default [`SwitchboardConfig::queue_bytes`]: 256 MiB.
@@ -120,9 +124,13 @@ impl Default for SwitchboardConfig {
             queue_per_client: None,
             default_timeout: None,
             max_queue_wait: None,
+            stall_timeout: Some(DEFAULT_STALL_TIMEOUT),
         }
     }
 }
+
+/// Default [`SwitchboardConfig::stall_timeout`]: 5 minutes.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// What the switchboard knows of a connection's wire: enough to tell, before
 /// routing a packet to it, whether the packet fits.
@@ -269,6 +277,11 @@ struct Route {
     id: u64,
     /// Its time limit, if it has one (counted from its arrival).
     limit: Option<Duration>,
+    /// Events the worker may still send (the RUN's window plus CREDITs,
+    /// less the events passed on); `None`: no flow control.
+    window: Option<u32>,
+    /// When a used-up window stalls the run past `stall_timeout`.
+    stall_at: Option<Instant>,
 }
 
 /// What a timer of a route is for.
@@ -278,6 +291,8 @@ enum TimerKind {
     Deadline,
     /// `max_queue_wait` since it was queued.
     QueueWait,
+    /// `stall_timeout` since its window was used up.
+    Stall,
 }
 
 /// A timer: when, which route (cookie and id), what for.
@@ -466,6 +481,7 @@ impl Switchboard {
             match kind {
                 TimerKind::Deadline => self.deadline_passed(cookie),
                 TimerKind::QueueWait => self.queue_wait_over(cookie),
+                TimerKind::Stall => self.stall_over(cookie, at),
             }
         }
     }
@@ -759,6 +775,8 @@ impl Switchboard {
                 detached_pipeline: detached.then(|| pipeline.to_owned()),
                 id,
                 limit,
+                window: None,
+                stall_at: None,
             },
         );
         match chosen {
@@ -900,9 +918,12 @@ impl Switchboard {
         }
         w.busy += 1;
         w.runs.insert(cookie);
+        let native = w.native;
         if let Some(r) = self.routes.get_mut(&cookie) {
             r.worker = Some(worker);
             r.run = None;
+            // A legacy worker never sees the window (nor sends events).
+            r.window = run.credit.filter(|_| native);
         }
         self.emit(worker, run);
     }
@@ -1049,9 +1070,62 @@ impl Switchboard {
             tracing::debug!(peer, cookie = ?p.cookie, "EVENT for a run this worker does not hold; dropped");
             return;
         };
-        if route.answer_owner {
-            let owner = route.owner;
+        let (owner, answer) = (route.owner, route.answer_owner);
+        let cookie = p.cookie.unwrap_or_default();
+        if answer {
             self.emit(owner, p);
+        }
+        self.took_window(cookie);
+    }
+
+    /// One event of `cookie` went out: its window shrinks, and a window used
+    /// up starts the stall clock.
+    fn took_window(&mut self, cookie: Uuid) {
+        let now = self.now();
+        let stall = self.config.stall_timeout;
+        let Some(route) = self.routes.get_mut(&cookie) else {
+            return;
+        };
+        let Some(window) = route.window.as_mut() else {
+            return;
+        };
+        *window = window.saturating_sub(1);
+        if *window == 0 && route.stall_at.is_none() {
+            if let Some(at) = stall.and_then(|s| now.checked_add(s)) {
+                route.stall_at = Some(at);
+                self.timers
+                    .push(Reverse((at, cookie, route.id, TimerKind::Stall)));
+            }
+        }
+    }
+
+    /// A run's client took none of its events for `stall_timeout`: the run
+    /// is cancelled at its worker and its client answered CANCELLED, so a
+    /// client that stopped reading cannot hold a worker slot for ever.
+    fn stall_over(&mut self, cookie: Uuid, at: Instant) {
+        let Some(route) = self.routes.get_mut(&cookie) else {
+            return;
+        };
+        if route.stall_at != Some(at) || route.window != Some(0) {
+            return; // credit came meanwhile
+        }
+        route.stall_at = None;
+        let (owner, worker) = (route.owner, route.worker);
+        let was_waiting = std::mem::replace(&mut route.answer_owner, false);
+        if let Some(w) = worker.filter(|w| self.workers.get(w).is_some_and(|w| w.native)) {
+            self.emit(w, Packet::cancel(cookie));
+        }
+        self.detach_from_owner(owner, &cookie);
+        if was_waiting {
+            let stall = self.config.stall_timeout.unwrap_or_default();
+            self.finish_to_owner(
+                owner,
+                Packet::error(
+                    Some(cookie),
+                    ResultCode::Cancelled,
+                    format!("the client took none of the run's events for {stall:?} (the broker's stall_timeout); it was cancelled at its worker"),
+                ),
+            );
         }
     }
 
@@ -1094,6 +1168,10 @@ impl Switchboard {
         };
         match (route.worker, route.run.as_mut()) {
             (Some(w), _) => {
+                if let Some(window) = route.window.as_mut() {
+                    *window = window.saturating_add(more);
+                    route.stall_at = None;
+                }
                 if self.workers.get(&w).is_some_and(|w| w.native) {
                     self.emit(w, Packet::credit(cookie, more));
                 }
