@@ -218,6 +218,7 @@ pub async fn dropping_a_handle_cancels_and_timeouts_cancel_remotely(backend: Var
             &json!({"seconds": 60}),
             RunOptions {
                 timeout: Some(Duration::from_millis(100)),
+                ..Default::default()
             },
         )
         .await;

@@ -197,6 +197,9 @@ fn extreme_packets() -> Vec<Packet> {
         pipelines: Some(vec![]),
         timeout_ms: Some(u64::MAX),
         credit: Some(u32::MAX),
+        worker: Some(odd.clone()),
+        labels: Some(vec![String::new(), odd.clone()]),
+        priority: Some(u8::MAX),
     }];
     for t in PacketType::ALL {
         for rc in ResultCode::ALL {
@@ -268,12 +271,12 @@ fn bincode_list_counts_on_the_wire_are_not_preallocated() {
         .unwrap()
         .to_vec();
     assert_eq!(
-        &honest[honest.len() - 4..],
-        &[1, 0, 0, 0],
-        "layout moved: Some, no names, no timeout, no credit"
+        &honest[honest.len() - 7..],
+        &[1, 0, 0, 0, 0, 0, 0],
+        "layout moved: Some, no names, then no timeout, credit, worker, labels, priority"
     );
-    let mut lying = honest[..honest.len() - 3].to_vec();
-    lying.extend_from_slice(&[0xfc, 0xff, 0xff, 0xff, 0xff, 0, 0]);
+    let mut lying = honest[..honest.len() - 6].to_vec();
+    lying.extend_from_slice(&[0xfc, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0]);
     for frame in [&frame[..], &lying[..]] {
         let frame = Bytes::copy_from_slice(frame);
         let (res, peak) = checks::alloc_meter::peak(|| Bincode.decode(&frame));

@@ -266,11 +266,25 @@ fn packet() -> impl Strategy<Value = Packet> {
         proptest::option::of(proptest::collection::vec("[a-z_]{0,10}", 0..4)),
         proptest::option::of(any::<u64>()),
         proptest::option::of(any::<u32>()),
+        proptest::option::of(".{0,10}"),
+        proptest::option::of(proptest::collection::vec("[a-z=]{0,10}", 0..4)),
+        proptest::option::of(any::<u8>()),
     );
     (head, tail).prop_map(
         |(
             (packet_type, cookie, capacity, pipeline, variables, detach, rc),
-            (error, stacktrace, result, hello, pipelines, timeout_ms, credit),
+            (
+                error,
+                stacktrace,
+                result,
+                hello,
+                pipelines,
+                timeout_ms,
+                credit,
+                worker,
+                labels,
+                priority,
+            ),
         )| Packet {
             packet_type,
             cookie,
@@ -291,6 +305,9 @@ fn packet() -> impl Strategy<Value = Packet> {
             pipelines,
             timeout_ms,
             credit,
+            worker,
+            labels,
+            priority,
         },
     )
 }

@@ -695,6 +695,7 @@ async fn the_broker_enforces_deadlines_queued_and_running() {
             &json!({"seconds": 3600}),
             plexwire::client::RunOptions {
                 timeout: Some(Duration::from_secs(2)),
+                ..Default::default()
             },
         )
         .await
@@ -753,4 +754,53 @@ async fn a_slow_reader_gets_every_event_in_order() {
         0,
         "the client was never dropped"
     );
+}
+
+/// Choosing the worker end to end: workers announce a name and labels,
+/// a client's run names one or requires labels and runs only there; a run
+/// nobody can take is answered UNKNOWN_PIPELINE at once.
+#[tokio::test]
+async fn a_run_can_choose_its_worker_by_name_or_labels() {
+    let broker = Broker::new(BrokerConfig::default());
+    let clients = broker.listen_clients("mem://choose-c").await.unwrap();
+    let workers = broker.listen_workers("mem://choose-w").await.unwrap();
+    for (name, labels) in [("build-1", vec!["gpu=0"]), ("build-2", vec!["gpu=1"])] {
+        let me = name.to_owned();
+        let w = Worker::new(WorkerConfig {
+            capacity: 2,
+            name: Some(name.to_owned()),
+            labels: labels.into_iter().map(str::to_owned).collect(),
+            ..WorkerConfig::default()
+        })
+        .pipeline("who", move |_ctx, _: Value| {
+            let me = me.clone();
+            async move { Ok::<_, plexwire::worker::HandlerError>(me) }
+        });
+        let url = workers.url().to_owned();
+        tokio::spawn(async move { w.run(&url).await });
+    }
+    assert!(broker.wait_for_capacity(4, Duration::from_secs(10)).await);
+    let c = Client::connect(clients.url()).await.unwrap();
+    let on = |worker: Option<&str>, labels: &[&str]| plexwire::client::RunOptions {
+        worker: worker.map(str::to_owned),
+        labels: labels.iter().map(|l| l.to_string()).collect(),
+        ..Default::default()
+    };
+    for _ in 0..5 {
+        let by_name: String = c
+            .run_with("who", &json!({}), on(Some("build-1"), &[]))
+            .await
+            .unwrap();
+        assert_eq!(by_name, "build-1");
+        let by_label: String = c
+            .run_with("who", &json!({}), on(None, &["gpu=1"]))
+            .await
+            .unwrap();
+        assert_eq!(by_label, "build-2");
+    }
+    let e = c
+        .run_with::<_, String>("who", &json!({}), on(Some("build-1"), &["gpu=1"]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.rc(), ResultCode::UnknownPipeline, "{e}");
 }

@@ -1068,3 +1068,117 @@ fn a_run_whose_client_stops_taking_events_is_cancelled_after_the_stall_timeout()
     );
     assert_eq!(s.stats().running, 1);
 }
+
+fn register_as(s: &mut Switchboard, w: PeerId, capacity: i64, name: &str, labels: &[&str]) {
+    let mut p = Packet::register(capacity, None);
+    p.worker = Some(name.to_owned());
+    p.labels = Some(labels.iter().map(|l| l.to_string()).collect());
+    s.handle_packet(w, p);
+}
+
+fn run_on(worker: Option<&str>, labels: &[&str]) -> (Uuid, Packet) {
+    let (c, mut p) = run("p");
+    p.worker = worker.map(str::to_owned);
+    p.labels = (!labels.is_empty()).then(|| labels.iter().map(|l| l.to_string()).collect());
+    (c, p)
+}
+
+/// Choosing the worker: a run naming a worker, or requiring labels, goes
+/// only to a worker that matches (waiting for it if it is busy); one that
+/// no registered worker could ever take is answered UNKNOWN_PIPELINE at
+/// once, saying what nobody has, and a queued one is answered when the last
+/// worker that matched registers again without the label.
+#[test]
+fn runs_go_only_to_the_worker_they_name_or_whose_labels_they_require() {
+    const A: PeerId = 20;
+    const B: PeerId = 21;
+    let mut s = sb(10);
+    setup(&mut s);
+    s.handle_connect(A, Side::Worker, true);
+    s.handle_connect(B, Side::Worker, true);
+    register_as(&mut s, A, 1, "a", &["gpu=1", "host=x"]);
+    register_as(&mut s, B, 4, "b", &["host=y"]);
+    let to = |out: &[Transmit], c: Uuid| {
+        out.iter()
+            .find(|t| t.packet.packet_type == PacketType::Run && t.packet.cookie == Some(c))
+            .map(|t| t.to)
+    };
+    // By name: to A, though B is less loaded.
+    let (c1, p) = run_on(Some("a"), &[]);
+    s.handle_packet(C, p);
+    assert_eq!(to(&drain(&mut s), c1), Some(A));
+    // By labels: A is full, so the run waits for it rather than go to B.
+    let (c2, p) = run_on(None, &["gpu=1"]);
+    s.handle_packet(C, p);
+    assert_eq!(to(&drain(&mut s), c2), None, "it waits for A");
+    let (c3, p) = run_on(None, &["host=y"]);
+    s.handle_packet(C, p);
+    assert_eq!(to(&drain(&mut s), c3), Some(B));
+    // Nobody has both: answered at once, naming what is missing.
+    let (_, p) = run_on(None, &["gpu=1", "host=y"]);
+    s.handle_packet(C, p);
+    let out = drain(&mut s);
+    assert_eq!(rc_to(&out, C), vec![ResultCode::UnknownPipeline]);
+    let error = out[0].packet.error.clone().unwrap_or_default();
+    assert!(error.contains("with labels gpu=1, host=y"), "{error}");
+    let (_, p) = run_on(Some("c"), &[]);
+    s.handle_packet(C, p);
+    let out = drain(&mut s);
+    assert!(
+        out[0]
+            .packet
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("named `c`"),
+        "{out:?}"
+    );
+    // A frees its slot: the waiting run goes there.
+    s.handle_packet(A, Packet::ok(c1, None));
+    assert_eq!(to(&drain(&mut s), c2), Some(A));
+    // A queued run for a label the only matching worker drops is answered.
+    let (c4, p) = run_on(None, &["gpu=1"]);
+    s.handle_packet(C, p);
+    drain(&mut s);
+    register_as(&mut s, A, 1, "a", &["host=x"]);
+    let out = drain(&mut s);
+    let answer = out
+        .iter()
+        .find(|t| t.packet.cookie == Some(c4))
+        .expect("answered");
+    assert_eq!(answer.packet.rc, Some(ResultCode::UnknownPipeline));
+}
+
+/// Priorities: queued runs start highest priority first, in order of
+/// arrival within one priority.
+#[test]
+fn queued_runs_start_by_priority_then_in_order() {
+    let mut s = sb(10);
+    setup(&mut s);
+    s.handle_connect(W, Side::Worker, true);
+    s.handle_packet(W, Packet::register(1, None));
+    let (busy, p) = run("p");
+    s.handle_packet(C, p);
+    let mut by_name = Vec::new();
+    for (name, priority) in [("a", 0), ("b", 0), ("c", 5), ("d", 1), ("e", 5)] {
+        let (c, mut p) = run("p");
+        p.priority = (priority > 0).then_some(priority);
+        s.handle_packet(C, p);
+        by_name.push((c, name));
+    }
+    drain(&mut s);
+    let mut order = Vec::new();
+    let mut running = busy;
+    for _ in 0..5 {
+        s.handle_packet(W, Packet::ok(running, None));
+        let out = drain(&mut s);
+        let next = out
+            .iter()
+            .find(|t| t.to == W && t.packet.packet_type == PacketType::Run)
+            .and_then(|t| t.packet.cookie)
+            .unwrap();
+        order.push(by_name.iter().find(|(c, _)| *c == next).unwrap().1);
+        running = next;
+    }
+    assert_eq!(order, ["c", "e", "d", "a", "b"]);
+}

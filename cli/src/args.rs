@@ -49,6 +49,16 @@ pub(crate) fn json_object(s: &str) -> Result<serde_json::Value, String> {
     Ok(v)
 }
 
+/// A label, `key=value` (`--label gpu=1`): a non-empty key without `=`.
+pub(crate) fn label(s: &str) -> Result<String, String> {
+    match s.split_once('=') {
+        Some((k, _)) if !k.trim().is_empty() => Ok(s.to_owned()),
+        _ => Err(format!(
+            "`{s}` is not a label: write key=value, e.g. host=build-3"
+        )),
+    }
+}
+
 /// A shared-secret token as the user gave it: on the command line (visible
 /// to every local user in the process list, so also from the environment)
 /// or in a file.
@@ -101,6 +111,15 @@ mod tests {
         }
         assert!(positive_seconds("0").is_err());
         assert_eq!(positive_seconds("0.5"), Ok(Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn labels_are_key_value() {
+        assert_eq!(label("gpu=1"), Ok("gpu=1".to_owned()));
+        assert_eq!(label("host="), Ok("host=".to_owned()));
+        for bad in ["gpu", "=1", ""] {
+            assert!(label(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

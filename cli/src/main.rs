@@ -176,6 +176,13 @@ struct WorkerArgs {
     dialect: Dialect,
     #[command(flatten)]
     token: PeerToken,
+    /// This worker's name: a run may ask for it (`run --worker NAME`).
+    #[arg(long)]
+    name: Option<String>,
+    /// A label of this worker, key=value (repeatable): a run may require it
+    /// (`run --label key=value`).
+    #[arg(long = "label", value_parser = args::label)]
+    labels: Vec<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -194,6 +201,16 @@ struct RunArgs {
     /// Start the run and return at once; its result is discarded.
     #[arg(long)]
     detach: bool,
+    /// Only the worker of this name may run it.
+    #[arg(long)]
+    worker: Option<String>,
+    /// Only a worker with this label (key=value; repeatable: all of them)
+    /// may run it.
+    #[arg(long = "label", value_parser = args::label)]
+    labels: Vec<String>,
+    /// Its place in the broker's wait queue: 0 to 9, higher first.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=9))]
+    priority: u8,
     #[command(flatten)]
     dialect: Dialect,
     /// Seconds to wait for the broker to come up.
@@ -438,6 +455,8 @@ async fn worker(a: WorkerArgs) -> Result<ExitCode, String> {
         legacy: a.dialect.legacy,
         fallback_to_legacy: !a.dialect.native,
         token: a.token.resolve()?,
+        name: a.name,
+        labels: a.labels,
         ..WorkerConfig::default()
     }));
     let urls = a.broker;
@@ -506,7 +525,16 @@ async fn run_pipeline(a: RunArgs) -> Result<ExitCode, String> {
         return Ok(ExitCode::SUCCESS);
     }
     let mut handle = client
-        .start_with(&a.pipeline, &a.vars, RunOptions { timeout: a.timeout })
+        .start_with(
+            &a.pipeline,
+            &a.vars,
+            RunOptions {
+                timeout: a.timeout,
+                worker: a.worker,
+                labels: a.labels,
+                priority: a.priority,
+            },
+        )
         .await
         .map_err(|e| e.to_string())?;
     while let Some(event) = handle.next_event().await {
@@ -540,6 +568,7 @@ async fn stats(url: &str, wait: Duration, token: Option<String>) -> Result<ExitC
             &serde_json::json!({}),
             RunOptions {
                 timeout: Some(Duration::from_secs(10)),
+                ..RunOptions::default()
             },
         )
         .await
@@ -568,6 +597,7 @@ async fn detached(
             &serde_json::json!({}),
             RunOptions {
                 timeout: Some(Duration::from_secs(10)),
+                ..RunOptions::default()
             },
         )
         .await

@@ -66,6 +66,9 @@ pub struct ArbPacket {
     pipelines: Option<Vec<String>>,
     timeout_ms: Option<u64>,
     credit: Option<u32>,
+    worker: Option<String>,
+    labels: Option<Vec<String>>,
+    priority: Option<u8>,
 }
 
 impl ArbPacket {
@@ -94,6 +97,9 @@ impl ArbPacket {
             pipelines: self.pipelines,
             timeout_ms: self.timeout_ms,
             credit: self.credit,
+            worker: self.worker,
+            labels: self.labels,
+            priority: self.priority,
         }
     }
 }

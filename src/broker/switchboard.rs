@@ -51,7 +51,7 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use crate::codec::{AnyCodec, Codec, CodecKind};
-use crate::protocol::{Packet, PacketType, ResultCode};
+use crate::protocol::{Packet, PacketType, ResultCode, MAX_PRIORITY};
 
 // Cookies are chosen by clients: the maps need a hasher that is fast and
 // seeded per process (foldhash), not SipHash's cost nor an unseeded one.
@@ -245,12 +245,29 @@ struct Worker {
     busy: u32,
     /// None = serves every pipeline.
     pipelines: Option<HashSet<String>>,
+    /// Its name and labels (`key=value`), from its REGISTER.
+    name: Option<String>,
+    labels: HashSet<String>,
     runs: HashSet<Uuid>,
 }
 
 impl Worker {
     fn serves(&self, pipeline: &str) -> bool {
         self.capacity > 0 && self.pipelines.as_ref().is_none_or(|p| p.contains(pipeline))
+    }
+
+    /// Whether it may run `run`: it serves its pipeline, is the worker the
+    /// run names (if it names one) and has every label it asks for.
+    fn can_take(&self, run: &Packet) -> bool {
+        self.serves(run.pipeline.as_deref().unwrap_or_default())
+            && run
+                .worker
+                .as_ref()
+                .is_none_or(|n| self.name.as_ref() == Some(n))
+            && run
+                .labels
+                .as_ref()
+                .is_none_or(|ls| ls.iter().all(|l| self.labels.contains(l)))
     }
 }
 
@@ -297,16 +314,6 @@ enum TimerKind {
 
 /// A timer: when, which route (cookie and id), what for.
 type Timer = Reverse<(Instant, Uuid, u64, TimerKind)>;
-
-impl Route {
-    /// The pipeline of a queued run.
-    fn queued_pipeline(&self) -> &str {
-        self.run
-            .as_ref()
-            .and_then(|p| p.pipeline.as_deref())
-            .unwrap_or_default()
-    }
-}
 
 /// The broker's routing state.
 #[derive(Debug)]
@@ -452,6 +459,8 @@ impl Switchboard {
                         capacity: 0,
                         busy: 0,
                         pipelines: None,
+                        name: None,
+                        labels: HashSet::default(),
                         runs: HashSet::default(),
                     },
                 );
@@ -675,6 +684,8 @@ impl Switchboard {
         };
         w.capacity = capacity;
         w.pipelines = p.pipelines.map(|v| v.into_iter().collect());
+        w.name = p.worker;
+        w.labels = p.labels.unwrap_or_default().into_iter().collect();
         tracing::debug!(peer, capacity, pipelines = ?w.pipelines, "worker registered");
         // A worker that registers again may serve fewer pipelines than
         // before: queued runs that no worker serves any more are answered,
@@ -715,12 +726,12 @@ impl Switchboard {
                 ),
             );
         }
-        if !self.workers.values().any(|w| w.serves(pipeline)) {
-            let answer = self.unservable(cookie, pipeline);
+        if !self.workers.values().any(|w| w.can_take(&p)) {
+            let answer = self.unservable(cookie, &p);
             return self.finish_to_owner(peer, answer);
         }
         let detached = p.detach == Some(true);
-        let chosen = self.least_loaded(pipeline);
+        let chosen = self.least_loaded(&p);
         let size = p.size_hint();
         if chosen.is_none() {
             if let Some(refusal) = self.queue_refusal(peer, size) {
@@ -782,6 +793,7 @@ impl Switchboard {
         match chosen {
             Some(w) => self.start(cookie, w, p),
             None => {
+                let priority = p.priority.unwrap_or(0).min(MAX_PRIORITY);
                 if let Some(r) = self.routes.get_mut(&cookie) {
                     r.run = Some(p);
                     r.queued_bytes = size;
@@ -796,9 +808,26 @@ impl Switchboard {
                     self.timers
                         .push(Reverse((at, cookie, id, TimerKind::QueueWait)));
                 }
-                self.queue.push_back(cookie);
+                self.enqueue(cookie, priority);
             }
         }
+    }
+
+    /// Puts a run in the queue behind every run of its priority or higher
+    /// (priority 0, the usual case, simply goes last).
+    fn enqueue(&mut self, cookie: Uuid, priority: u8) {
+        let priority_of = |c: &Uuid| {
+            self.routes
+                .get(c)
+                .and_then(|r| r.run.as_ref())
+                .map_or(0, |run| run.priority.unwrap_or(0).min(MAX_PRIORITY))
+        };
+        let at = self
+            .queue
+            .iter()
+            .rposition(|c| priority_of(c) >= priority)
+            .map_or(0, |i| i + 1);
+        self.queue.insert(at, cookie);
     }
 
     /// Why a run of `size` bytes from `peer` may not wait in the queue, if
@@ -857,27 +886,40 @@ impl Switchboard {
         }
     }
 
-    fn unservable(&self, cookie: Uuid, pipeline: &str) -> Packet {
+    /// The answer to a run no registered worker can take: NO_CAPACITY with
+    /// no worker at all (ReasonChip's answer), otherwise UNKNOWN_PIPELINE
+    /// saying which of its requirements nobody meets.
+    fn unservable(&self, cookie: Uuid, run: &Packet) -> Packet {
         if self.workers.values().all(|w| w.capacity == 0) {
-            Packet::error(
+            return Packet::error(
                 Some(cookie),
                 ResultCode::NoCapacity,
                 "No capacity available",
-            )
-        } else {
-            Packet::error(
-                Some(cookie),
-                ResultCode::UnknownPipeline,
-                format!("no registered worker serves pipeline `{pipeline}`"),
-            )
+            );
         }
+        let pipeline = run.pipeline.as_deref().unwrap_or_default();
+        let mut who = "no registered worker".to_owned();
+        if self.workers.values().any(|w| w.serves(pipeline)) {
+            if let Some(name) = &run.worker {
+                who.push_str(&format!(" named `{name}`"));
+            }
+            if let Some(labels) = run.labels.as_ref().filter(|l| !l.is_empty()) {
+                who.push_str(&format!(" with labels {}", labels.join(", ")));
+            }
+        }
+        Packet::error(
+            Some(cookie),
+            ResultCode::UnknownPipeline,
+            format!("{who} serves pipeline `{pipeline}`"),
+        )
     }
 
-    /// The registered worker with a free slot and the lowest busy/capacity ratio.
-    fn least_loaded(&self, pipeline: &str) -> Option<PeerId> {
+    /// The registered worker that may take `run` with a free slot and the
+    /// lowest busy/capacity ratio.
+    fn least_loaded(&self, run: &Packet) -> Option<PeerId> {
         self.workers
             .iter()
-            .filter(|(_, w)| w.busy < w.capacity && w.serves(pipeline))
+            .filter(|(_, w)| w.busy < w.capacity && w.can_take(run))
             .min_by(|(ia, a), (ib, b)| {
                 (a.busy as u64 * b.capacity as u64)
                     .cmp(&(b.busy as u64 * a.capacity as u64))
@@ -936,7 +978,8 @@ impl Switchboard {
                 self.queue.remove(i);
                 continue;
             };
-            match self.least_loaded(route.queued_pipeline()) {
+            let chosen = route.run.as_ref().and_then(|run| self.least_loaded(run));
+            match chosen {
                 Some(w) => {
                     self.queue.remove(i);
                     let run = self.take_queued_run(&cookie);
@@ -969,7 +1012,8 @@ impl Switchboard {
             .filter(|c| {
                 self.routes
                     .get(c)
-                    .is_some_and(|r| !self.workers.values().any(|w| w.serves(r.queued_pipeline())))
+                    .and_then(|r| r.run.as_ref())
+                    .is_some_and(|run| !self.workers.values().any(|w| w.can_take(run)))
             })
             .copied()
             .collect();
@@ -978,7 +1022,14 @@ impl Switchboard {
             if let Some(route) = self.remove_route(&cookie) {
                 self.detach_from_owner(route.owner, &cookie);
                 if route.answer_owner {
-                    let answer = self.unservable(cookie, route.queued_pipeline());
+                    let answer = match &route.run {
+                        Some(run) => self.unservable(cookie, run),
+                        None => Packet::error(
+                            Some(cookie),
+                            ResultCode::UnknownPipeline,
+                            "no registered worker serves it",
+                        ),
+                    };
                     self.finish_to_owner(route.owner, answer);
                 }
             }

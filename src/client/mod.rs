@@ -125,6 +125,15 @@ pub struct Reconnect {
 pub struct RunOptions {
     /// Give up (and cancel the run) after this long.
     pub timeout: Option<Duration>,
+    /// Only the worker of this name may run it (see `WorkerConfig::name`);
+    /// if no registered worker has it, the run is answered UNKNOWN_PIPELINE.
+    pub worker: Option<String>,
+    /// Only a worker with all these labels (`key=value`) may run it; if no
+    /// registered worker has them, the run is answered UNKNOWN_PIPELINE.
+    pub labels: Vec<String>,
+    /// Its place in the broker's wait queue: 0 (the default) to
+    /// [`MAX_PRIORITY`](crate::protocol::MAX_PRIORITY), higher first.
+    pub priority: u8,
 }
 
 struct Slot {
@@ -434,6 +443,9 @@ impl Client {
         // The broker enforces the same deadline (queued or running); a
         // legacy broker never sees the field.
         run.timeout_ms = timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
+        run.worker = options.worker;
+        run.labels = (!options.labels.is_empty()).then_some(options.labels);
+        run.priority = (options.priority > 0).then_some(options.priority);
         if out.send(run).await.is_err() {
             self.inner.forget(&cookie);
             return Err(RunError::BrokerWentAway {

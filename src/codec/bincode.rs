@@ -60,6 +60,11 @@ struct Wire<'a> {
     pipelines: Option<Vec<&'a str>>,
     timeout_ms: Option<u64>,
     credit: Option<u32>,
+    #[serde(borrow)]
+    worker: Option<&'a str>,
+    #[serde(borrow, deserialize_with = "str_list")]
+    labels: Option<Vec<&'a str>>,
+    priority: Option<u8>,
 }
 
 /// An optional list of borrowed strings, grown as its elements arrive.
@@ -130,6 +135,12 @@ impl Codec for Bincode {
                 .map(|v| v.iter().map(String::as_str).collect()),
             timeout_ms: p.timeout_ms,
             credit: p.credit,
+            worker: p.worker.as_deref(),
+            labels: p
+                .labels
+                .as_ref()
+                .map(|v| v.iter().map(String::as_str).collect()),
+            priority: p.priority,
         };
         // Sized up front: growing from empty costs several reallocations per packet.
         let mut out = Vec::with_capacity(p.size_hint());
@@ -172,6 +183,9 @@ impl Codec for Bincode {
             pipelines: owned(w.pipelines),
             timeout_ms: w.timeout_ms,
             credit: w.credit,
+            worker: w.worker.map(str::to_owned),
+            labels: owned(w.labels),
+            priority: w.priority,
         })
     }
 }

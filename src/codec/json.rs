@@ -92,6 +92,15 @@ impl Serialize for Out<'_> {
         if let Some(c) = &p.credit {
             m.serialize_entry("credit", c)?;
         }
+        if let Some(w) = &p.worker {
+            m.serialize_entry("worker", w)?;
+        }
+        if let Some(l) = &p.labels {
+            m.serialize_entry("labels", l)?;
+        }
+        if let Some(pr) = &p.priority {
+            m.serialize_entry("priority", pr)?;
+        }
         m.end()
     }
 }
@@ -126,6 +135,12 @@ struct In<'a> {
     timeout_ms: Option<u64>,
     #[serde(default)]
     credit: Option<u32>,
+    #[serde(default)]
+    worker: Option<String>,
+    #[serde(default)]
+    labels: Option<Vec<String>>,
+    #[serde(default)]
+    priority: Option<u8>,
 }
 
 impl In<'_> {
@@ -155,6 +170,9 @@ impl In<'_> {
             pipelines: self.pipelines,
             timeout_ms: self.timeout_ms,
             credit: self.credit,
+            worker: self.worker,
+            labels: self.labels,
+            priority: self.priority,
         })
     }
 }

@@ -11,5 +11,5 @@ mod packet;
 mod result_code;
 
 pub use liveness::{Liveness, LivenessAction, LivenessConfig};
-pub use packet::{Hello, Packet, PacketType, Payload, Role, PROTOCOL_VERSION};
+pub use packet::{Hello, Packet, PacketType, Payload, Role, MAX_PRIORITY, PROTOCOL_VERSION};
 pub use result_code::ResultCode;

@@ -242,7 +242,19 @@ pub struct Packet {
     /// can take before it grants more (none: no limit); on a CREDIT, how
     /// many more it grants.
     pub credit: Option<u32>,
+    /// Native: on REGISTER, the worker's name; on RUN, the name of the only
+    /// worker that may run it.
+    pub worker: Option<String>,
+    /// Native: on REGISTER, the worker's labels (`key=value`); on RUN, the
+    /// labels a worker must have (all of them) to run it.
+    pub labels: Option<Vec<String>>,
+    /// Native, RUN: the run's priority in the wait queue (0, the default,
+    /// to [`MAX_PRIORITY`]; higher first, in order of arrival within one).
+    pub priority: Option<u8>,
 }
+
+/// The highest [`Packet::priority`]; higher values count as this.
+pub const MAX_PRIORITY: u8 = 9;
 
 impl Packet {
     /// A packet of `packet_type` with every other field empty.
@@ -262,6 +274,9 @@ impl Packet {
             pipelines: None,
             timeout_ms: None,
             credit: None,
+            worker: None,
+            labels: None,
+            priority: None,
         }
     }
 
@@ -362,6 +377,9 @@ impl Packet {
         p.pipelines = None;
         p.timeout_ms = None;
         p.credit = None;
+        p.worker = None;
+        p.labels = None;
+        p.priority = None;
         if let Some(rc) = p.rc.filter(|rc| !rc.is_legacy()) {
             p.rc = Some(rc.legacy_equivalent());
             let what = p.error.take().unwrap_or_default();
@@ -389,6 +407,8 @@ impl Packet {
             + list(&self.stacktrace)
             + payload(&self.result)
             + list(&self.pipelines)
+            + text(&self.worker)
+            + list(&self.labels)
     }
 
     /// Whether this packet needs a native peer (a native type, code or field).
@@ -399,6 +419,9 @@ impl Packet {
             || self.pipelines.is_some()
             || self.timeout_ms.is_some()
             || self.credit.is_some()
+            || self.worker.is_some()
+            || self.labels.is_some()
+            || self.priority.is_some()
     }
 }
 

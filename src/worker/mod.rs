@@ -195,6 +195,13 @@ pub struct WorkerConfig {
     pub ping_interval: Duration,
     /// Give the broker up (end the session as `BrokerGone`) after this long without hearing from it.
     pub ping_timeout: Duration,
+    /// The worker's name, announced in REGISTER (native only): a run may ask
+    /// for this worker by name (`RunOptions::worker`).
+    pub name: Option<String>,
+    /// The worker's labels, `key=value` (e.g. `host=build-3`, `gpu=1`),
+    /// announced in REGISTER (native only): a run may require labels
+    /// (`RunOptions::labels`).
+    pub labels: Vec<String>,
 }
 
 impl Default for WorkerConfig {
@@ -211,6 +218,8 @@ impl Default for WorkerConfig {
             connect_timeout: crate::reconnect::DEFAULT_CONNECT_TIMEOUT,
             ping_interval: Duration::from_secs(10),
             ping_timeout: Duration::from_secs(30),
+            name: None,
+            labels: Vec::new(),
         }
     }
 }
@@ -443,7 +452,12 @@ impl Worker {
         );
         let pipelines = (c.announce_pipelines && !legacy).then(|| self.pipelines());
         let capacity = c.capacity.max(1) as usize;
-        out.send(Packet::register(capacity as i64, pipelines))
+        let mut register = Packet::register(capacity as i64, pipelines);
+        if !legacy {
+            register.worker = c.name.clone();
+            register.labels = (!c.labels.is_empty()).then(|| c.labels.clone());
+        }
+        out.send(register)
             .await
             .map_err(|_| Error::Closed(peer.clone()))?;
         tracing::info!(broker = %peer, capacity, pipelines = ?self.pipelines(), "worker registered");
