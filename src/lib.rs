@@ -54,6 +54,7 @@
 //! | `tls` | no | `tls://host:port`, `tls+unix:///path` ([`transport::tls`]); `plexwire cert` | `plexwire-tls`: rustls 0.23 (ring), tokio-rustls, rustls-pki-types, rcgen |
 //! | `quic` | no | `quic://host:port` ([`transport::quic`]); `plexwire cert` | `plexwire-quic`: quinn 0.11 (rustls, ring), and `plexwire-tls` |
 //! | `http` | no | `http://host:port` ([`transport::http`]): plexwire peers over an HTTP/1.1 upgrade, and ReasonChip's `POST /v1/stream/stream` on the same listener; `https://` with `tls` too | `plexwire-http`: hyper 1 (http1), hyper-util, http-body-util |
+//! | `ws` | no | `ws://host:port/path` ([`transport::ws`]): one frame per WebSocket message, standalone or on `/ws` of every `http://` listener; `wss://` with `tls` too | `plexwire-ws`: tungstenite 0.30 (handshake keys only) |
 //! | `full` | no | all of the above | |
 //!
 //! The in-memory transport (`mem://name`) is always present. An endpoint
