@@ -7,10 +7,12 @@
 //! `poll_*` outputs) and its wire ([`wire`]: hat's JSON encoding, segments,
 //! messages). The rules are in docs/protocol.md ("hat-juggler session").
 //!
-//! Not yet here (see the issue): the async server and client over the
-//! `ws` backend, the symmetric `local_data`/`remote_data` form, and the CLI.
+//! [`server`] is the async server over WebSocket. Not yet here (see the
+//! issue): the async client, the symmetric `local_data`/`remote_data` form,
+//! static files and basic auth, and the CLI.
 
 mod machine;
+pub mod server;
 pub mod wire;
 
 pub use machine::{Event, Role, Session, SessionConfig};

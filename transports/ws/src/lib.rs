@@ -19,7 +19,7 @@
 //!   the WebSocket upgrade on the endpoint's path (`/` when it has none). It
 //!   is plexwire-http's routed listener underneath ([`WsListener::http`]), so
 //!   other routes may join it ([`WsListener::bind_with`]).
-//! - **As a route** on any [`HttpListener`](plexwire_http::HttpListener):
+//! - **As a route** on any [`HttpListener`]:
 //!   [`route`] hands each upgraded WebSocket to the listener's accept queue
 //!   as a plexwire [`Connection`], so one `http://` port carries the
 //!   WebSocket path beside the plexwire upgrade, ReasonChip's POST endpoint
@@ -80,6 +80,8 @@ use plexwire_tls::{TlsClientConfig, TlsConnector};
 
 pub use backend::backend;
 pub use codec::{Side, WsCodec, WsError, WsFrame};
+/// plexwire-http, whose listener serves the WebSocket route.
+pub use plexwire_http;
 pub use socket::{into_connection, AsyncIo, WebSocket, WsIo};
 
 /// How long a client waits for the handshake answer.
