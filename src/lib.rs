@@ -55,6 +55,8 @@
 //! | `tls` | no | `tls://host:port`, `tls+unix:///path` ([`transport::tls`]); `plexwire cert` | `plexwire-tls`: rustls 0.23 (ring), tokio-rustls, rustls-pki-types, rcgen |
 //! | `quic` | no | `quic://host:port` ([`transport::quic`]); `plexwire cert` | `plexwire-quic`: quinn 0.11 (rustls, ring), and `plexwire-tls` |
 //! | `http` | no | `http://host:port` ([`transport::http`]): plexwire peers over an HTTP/1.1 upgrade, and ReasonChip's `POST /v1/stream/stream` on the same listener; `https://` with `tls` too | `plexwire-http`: hyper 1 (http1), hyper-util, http-body-util |
+//! | `ws` | no | `ws://host:port/path` ([`transport::ws`]): one frame per WebSocket message, standalone or on `/ws` of every `http://` listener; `wss://` with `tls` too | `plexwire-ws`: tungstenite 0.30 (handshake keys only) |
+//! | `session` | no | [`session`]: hat-juggler 0.7.6's synchronised JSON session, sans-IO (segments, keep-alive, requests, notify, state by JSON Patch) | `json-patch` |
 //! | `full` | no | all of the above | |
 //!
 //! The in-memory transport (`mem://name`) is always present. An endpoint
@@ -77,6 +79,9 @@ pub mod link;
 pub mod peer;
 pub mod protocol;
 pub mod reconnect;
+#[cfg(feature = "session")]
+#[cfg_attr(docsrs, doc(cfg(feature = "session")))]
+pub mod session;
 pub mod transport;
 pub mod worker;
 

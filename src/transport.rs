@@ -39,6 +39,18 @@ pub use plexwire_quic as quic;
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use plexwire_http as http;
 
+/// The WebSocket backend (`ws://`, and `wss://` with the `tls` feature):
+/// [`WsTransport`](ws::WsTransport), [`WsListener`](ws::WsListener), and
+/// [`route`](ws::route) to serve WebSocket on any HTTP listener.
+#[cfg(feature = "ws")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ws")))]
+pub use plexwire_ws as ws;
+
+/// The path every `http://` listener [`listen`] binds serves WebSocket on
+/// (with the `ws` feature), so one port carries both.
+#[cfg(feature = "ws")]
+pub const HTTP_WS_PATH: &str = "/ws";
+
 /// Registers a backend crate's [`Backend`] when its cargo feature is on, and
 /// otherwise records its schemes as needing that feature.
 macro_rules! register {
@@ -89,6 +101,19 @@ pub fn registry() -> &'static Registry {
             http_backend,
             schemes = ["http", "https"]
         );
+        register!(reg, feature = "ws", plexwire_ws::backend, schemes = ["ws"]);
+        // `wss://` is WebSocket over TLS: name exactly the feature(s) missing.
+        #[cfg(not(all(feature = "ws", feature = "tls")))]
+        reg.not_compiled(
+            "wss",
+            if cfg!(feature = "ws") {
+                "tls"
+            } else if cfg!(feature = "tls") {
+                "ws"
+            } else {
+                "ws,tls"
+            },
+        );
         // `https://` is HTTP over TLS: name exactly the feature(s) missing.
         #[cfg(not(all(feature = "http", feature = "tls")))]
         reg.not_compiled(
@@ -106,7 +131,8 @@ pub fn registry() -> &'static Registry {
 }
 
 /// The HTTP backend, whose listeners also serve ReasonChip's POST endpoint
-/// ([`crate::http_api`]) beside the upgrade to a plexwire connection.
+/// ([`crate::http_api`]) beside the upgrade to a plexwire connection, and
+/// with the `ws` feature WebSocket on [`HTTP_WS_PATH`].
 #[cfg(feature = "http")]
 fn http_backend() -> Backend {
     fn bind<'a>(
@@ -114,8 +140,13 @@ fn http_backend() -> Backend {
         endpoint: &'a Endpoint,
     ) -> futures_util::future::BoxFuture<'a, Result<Box<dyn ServerTransport>, TransportError>> {
         Box::pin(async move {
-            let listener =
-                plexwire_http::HttpListener::bind_with(endpoint, crate::http_api::router()).await?;
+            #[allow(unused_mut)] // without `ws`, nothing is added
+            let mut router = crate::http_api::router();
+            #[cfg(feature = "ws")]
+            {
+                router = router.route(plexwire_ws::route(HTTP_WS_PATH));
+            }
+            let listener = plexwire_http::HttpListener::bind_with(endpoint, router).await?;
             Ok(Box::new(listener) as Box<dyn ServerTransport>)
         })
     }
@@ -161,16 +192,31 @@ mod tests {
 
     #[tokio::test]
     async fn a_backend_that_is_not_compiled_in_names_its_feature() {
-        // No `ws` backend exists yet: an unknown scheme, and no feature named.
-        let e = connect("ws://127.0.0.1:1/x").await.unwrap_err().to_string();
+        // An unknown scheme names no feature.
+        let e = connect("zz://127.0.0.1:1/x").await.unwrap_err().to_string();
         assert!(
             e.starts_with(
-                "invalid endpoint `ws://127.0.0.1:1/x`: unknown scheme `ws`; this build knows: mem"
+                "invalid endpoint `zz://127.0.0.1:1/x`: unknown scheme `zz`; this build knows: mem"
             ),
             "{e}"
         );
-        assert!(!e.contains("cargo feature of plexwire: ws"), "{e}");
         assert!(!e.contains("--features"), "{e}");
+        #[cfg(not(feature = "ws"))]
+        assert_eq!(
+            connect("ws://127.0.0.1:1/x").await.unwrap_err().to_string(),
+            "endpoint `ws://127.0.0.1:1/x` needs the `ws` cargo feature of plexwire (build with `--features ws`)"
+        );
+        #[cfg(not(all(feature = "ws", feature = "tls")))]
+        {
+            let e = connect("wss://127.0.0.1:1/x")
+                .await
+                .unwrap_err()
+                .to_string();
+            #[cfg(feature = "ws")]
+            assert!(e.contains("the `tls` cargo feature"), "{e}");
+            #[cfg(not(feature = "ws"))]
+            assert!(e.contains("--features ws"), "{e}");
+        }
         #[cfg(not(feature = "quic"))]
         assert_eq!(
             connect("quic://127.0.0.1:1").await.unwrap_err().to_string(),
@@ -206,7 +252,7 @@ mod tests {
     #[test]
     fn every_feature_named_exists_and_every_compiled_backend_is_listed() {
         // The features of this crate that bring backends (Cargo.toml).
-        const FEATURES: &[&str] = &["tcp", "unix", "tls", "quic", "http"];
+        const FEATURES: &[&str] = &["tcp", "unix", "tls", "quic", "http", "ws"];
         for (scheme, features) in registry().not_compiled_schemes() {
             for f in features.split(',') {
                 assert!(FEATURES.contains(&f), "{scheme} names `{f}`");
@@ -227,6 +273,7 @@ mod tests {
             ("tls", cfg!(feature = "tls")),
             ("quic", cfg!(feature = "quic")),
             ("http", cfg!(feature = "http")),
+            ("ws", cfg!(feature = "ws")),
         ];
         ON.iter().any(|(f, on)| *f == feature && *on)
     }
@@ -406,6 +453,23 @@ mod tests {
         assert!(err("http://h:1?ca=c").contains("unknown option `ca` for http://"));
         #[cfg(feature = "tls")]
         assert!(r.parse("https://h/x?ca=c").unwrap().option("ca").is_some());
+    }
+
+    #[cfg(all(feature = "http", feature = "ws"))]
+    #[tokio::test]
+    async fn an_http_listener_serves_websocket_on_its_ws_path() {
+        let mut l = listen("http://127.0.0.1:0").await.unwrap();
+        let http = l.local_endpoint().url().trim_end_matches('/').to_owned();
+        let ws = format!("ws{}{HTTP_WS_PATH}", &http[4..]);
+        let (c, s) = tokio::join!(connect(&ws), l.accept());
+        let (mut tx, _rx) = c.unwrap().into_frames();
+        let s = s.unwrap();
+        assert_eq!(s.peer().transport, "ws");
+        let (_tx, mut rx) = s.into_frames();
+        tx.send_frame(bytes::Bytes::from_static(b"one port"))
+            .await
+            .unwrap();
+        assert_eq!(&rx.recv_frame().await.unwrap().unwrap()[..], b"one port");
     }
 
     #[test]
