@@ -10,8 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use plexwire::session::server::{listen, ServerConnection, ServerOptions};
-use plexwire::session::SessionConfig;
-use serde_json::{json, Value};
+use plexwire::session::{demo, SessionConfig};
 
 fn python() -> Option<PathBuf> {
     let py = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
@@ -25,34 +24,6 @@ fn python() -> Option<PathBuf> {
     None
 }
 
-/// The demo application's requests (hat-juggler.md, "Captured examples").
-async fn demo(conn: ServerConnection, name: String, data: Value) -> Result<Value, String> {
-    match name.as_str() {
-        "echo" => {
-            conn.notify("echoed", data.clone());
-            conn.update_state(|s| {
-                let n = s["counter"].as_i64().unwrap_or(0) + 1;
-                s["counter"] = json!(n);
-                s["last"] = data.clone();
-                if let Some(items) = s["items"].as_array_mut() {
-                    items.push(json!(n));
-                }
-            });
-            Ok(data)
-        }
-        "fail" => Err(format!(
-            "requested failure: {}",
-            data.as_str().map(str::to_owned).unwrap_or(data.to_string())
-        )),
-        "state" => Ok(conn.state()),
-        "notify" => {
-            conn.notify(data["name"].as_str().unwrap_or(""), data["data"].clone());
-            Ok(Value::Null)
-        }
-        other => Err(format!("unknown request: {other}")),
-    }
-}
-
 async fn run_client(segment: usize) {
     let Some(py) = python() else { return };
     let server = listen(
@@ -64,10 +35,8 @@ async fn run_client(segment: usize) {
             },
             ..ServerOptions::default()
         },
-        Arc::new(|conn: ServerConnection| {
-            conn.set_state(json!({"counter": 0, "last": null, "items": [], "tick": 0}))
-        }),
-        Arc::new(|conn, name, data| Box::pin(demo(conn, name, data))),
+        Arc::new(|conn: ServerConnection| conn.set_state(demo::initial_state())),
+        Arc::new(|conn, name, data| Box::pin(demo::handle(conn, name, data))),
     )
     .await
     .unwrap();
@@ -88,7 +57,7 @@ async fn run_client(segment: usize) {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        out.status.success() && stdout.contains("OK 7"),
+        out.status.success() && stdout.contains("OK 8"),
         "hat client failed ({}):\n{stdout}\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)

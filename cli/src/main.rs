@@ -11,6 +11,8 @@ mod args;
 mod cert;
 mod demo;
 mod packet;
+#[cfg(feature = "session")]
+mod session;
 mod signals;
 
 use std::path::PathBuf;
@@ -89,6 +91,10 @@ enum Command {
     BenchHol(plexwire_bench::HolArgs),
     /// The packet stream (cs.packetstream 20240630 wire-compatible): serve the demo request types, call a peer, measure.
     Packet(packet::PacketArgs),
+    /// The hat-juggler JSON session: `session serve` runs the demo
+    /// application for juggler clients (feature `session`).
+    #[cfg(feature = "session")]
+    Session(session::SessionArgs),
     /// (Used by `bench`.) Relay frames to --upstream, or echo them back.
     #[command(hide = true)]
     BenchRelay(plexwire_bench::RelayArgs),
@@ -324,6 +330,8 @@ async fn run(command: Command) -> Result<ExitCode, String> {
         Command::BenchRelay(args) => plexwire_bench::relay(args).await,
         Command::BenchHol(args) => plexwire_bench::hol(args).await,
         Command::Packet(args) => packet::run(args).await,
+        #[cfg(feature = "session")]
+        Command::Session(args) => session::run(args).await,
     }
 }
 

@@ -11,6 +11,7 @@
 //! issue): the async client, the symmetric `local_data`/`remote_data` form,
 //! static files and basic auth, and the CLI.
 
+pub mod demo;
 mod machine;
 pub mod server;
 pub mod wire;

@@ -51,6 +51,10 @@ async def main(url, max_segment_size):
     assert await client.send("echo", big) == big
     await until(lambda: client.state.data.get("last") == big, "the unicode state")
     checks += 1
+    assert await client.send("set", {"path": ["last"], "value": {"k": [1, 2]}}) is True
+    assert await client.send("set", {"path": ["last", "k", 1], "value": 5}) is True
+    await until(lambda: client.state.data.get("last") == {"k": [1, 5]}, "the set's state diff")
+    checks += 1
     # Idle for longer than ping_delay: the client pings, the server answers.
     await asyncio.sleep(1.0)
     assert client.is_open
