@@ -26,6 +26,9 @@ enum SessionCommand {
         /// The longest segment a message is cut into, in characters.
         #[arg(long, default_value_t = SessionConfig::default().max_segment_size)]
         max_segment_size: usize,
+        /// Add one to each connection's `tick` every this many seconds.
+        #[arg(long, value_parser = crate::args::positive_seconds)]
+        tick: Option<std::time::Duration>,
     },
 }
 
@@ -58,6 +61,7 @@ pub(crate) async fn run(args: SessionArgs) -> Result<ExitCode, String> {
         SessionCommand::Serve {
             listen: url,
             max_segment_size,
+            tick,
         } => {
             let (http, ws_path) = http_and_path(&url)?;
             let options = ServerOptions {
@@ -72,7 +76,12 @@ pub(crate) async fn run(args: SessionArgs) -> Result<ExitCode, String> {
             let server = listen(
                 &http,
                 options,
-                std::sync::Arc::new(|conn: ServerConnection| conn.set_state(demo::initial_state())),
+                std::sync::Arc::new(move |conn: ServerConnection| {
+                    conn.set_state(demo::initial_state());
+                    if let Some(every) = tick {
+                        demo::spawn_ticker(conn, every);
+                    }
+                }),
                 std::sync::Arc::new(|conn, name, data| Box::pin(demo::handle(conn, name, data))),
             )
             .await

@@ -10,7 +10,10 @@
 //! the state; `notify` sends a notify named `data.name` with `data.data`
 //! and answers null; `set` puts `data.value` at the key/index list
 //! `data.path` and answers true; any other name answers unsuccessfully with
-//! `"unknown request: <name>"`.
+//! `"unknown request: <name>"`. With a ticker ([`spawn_ticker`]), `tick`
+//! grows by one every period.
+
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -19,6 +22,22 @@ use super::server::ServerConnection;
 /// Every connection's initial state.
 pub fn initial_state() -> Value {
     json!({"counter": 0, "last": null, "items": [], "tick": 0})
+}
+
+/// Adds one to the connection's `tick` every `every`, until it closes
+/// (`plexwire session serve --tick S`).
+pub fn spawn_ticker(conn: ServerConnection, every: Duration) {
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        loop {
+            tokio::select! {
+                _ = conn.closed() => return,
+                _ = interval.tick() => conn.update_state(|s| {
+                    s["tick"] = json!(s["tick"].as_i64().unwrap_or(0) + 1);
+                }),
+            }
+        }
+    });
 }
 
 /// Answers one request of the demo application.

@@ -74,6 +74,8 @@ pub struct ServerConnection {
     session: Arc<Mutex<Session>>,
     /// Wakes the connection's task to send what the session has queued.
     wake: Arc<Notify>,
+    /// Cancelled when the connection has ended.
+    closed: tokio_util::sync::CancellationToken,
 }
 
 impl std::fmt::Debug for ServerConnection {
@@ -109,6 +111,17 @@ impl ServerConnection {
     pub fn notify(&self, name: &str, data: Value) {
         let _ = self.lock().notify(name, data);
         self.wake.notify_one();
+    }
+
+    /// Completes when the connection has ended (closed by either side or
+    /// failed), so tasks that feed it (a ticker, say) can stop.
+    pub async fn closed(&self) {
+        self.closed.cancelled().await
+    }
+
+    /// Whether the connection has ended.
+    pub fn is_closed(&self) -> bool {
+        self.closed.is_cancelled()
     }
 }
 
@@ -184,7 +197,10 @@ async fn run(
             Instant::now().into_std(),
         ))),
         wake: Arc::new(Notify::new()),
+        closed: tokio_util::sync::CancellationToken::new(),
     };
+    // Whatever way this function ends, the connection is over.
+    let _closed = conn.closed.clone().drop_guard();
     on_connection(conn.clone());
     let (requests, mut incoming) = mpsc::channel::<(i64, String, Value)>(REQUEST_QUEUE);
     let worker = {
