@@ -43,6 +43,11 @@ pub struct SessionConfig {
     pub max_message_size: usize,
     /// Client: the most requests awaiting an answer at once.
     pub max_pending_requests: usize,
+    /// Bytes of frames waiting to be sent; past it the peer counts as not
+    /// reading and the session ends (SlowConsumer, close 1013), so an
+    /// application that notifies faster than its peer reads cannot grow
+    /// memory without bound.
+    pub max_queued_bytes: usize,
 }
 
 impl Default for SessionConfig {
@@ -54,6 +59,7 @@ impl Default for SessionConfig {
             autoflush_delay: Duration::from_millis(200),
             max_message_size: 16 << 20,
             max_pending_requests: 4096,
+            max_queued_bytes: 64 << 20,
         }
     }
 }
@@ -116,6 +122,8 @@ pub struct Session {
     remote: Value,
     /// Why the session ended, once it has.
     closed: Option<SessionError>,
+    /// Bytes in `transmit`.
+    queued_bytes: usize,
 }
 
 impl Session {
@@ -136,6 +144,7 @@ impl Session {
             dirty_since: None,
             remote: Value::Null,
             closed: None,
+            queued_bytes: 0,
         }
     }
 
@@ -188,7 +197,7 @@ impl Session {
                 )));
             }
             None if now >= self.last_received + self.config.ping_delay => {
-                self.transmit.push_back("2".into());
+                self.push_frame("2".into());
                 self.ping_sent = Some(now);
             }
             _ => {}
@@ -276,7 +285,9 @@ impl Session {
 
     /// The next text frame to send.
     pub fn poll_transmit(&mut self) -> Option<String> {
-        self.transmit.pop_front()
+        let frame = self.transmit.pop_front()?;
+        self.queued_bytes = self.queued_bytes.saturating_sub(frame.len());
+        Some(frame)
     }
 
     /// The next event.
@@ -322,15 +333,35 @@ impl Session {
     }
 
     fn send(&mut self, message: &JugglerMessage) {
-        self.transmit
-            .extend(segments(&message.encode(), self.config.max_segment_size));
+        for segment in segments(&message.encode(), self.config.max_segment_size) {
+            self.push_frame(segment);
+        }
+    }
+
+    /// Queues a frame; past `max_queued_bytes` the session ends instead
+    /// (what is queued is dropped: the peer was not reading it).
+    fn push_frame(&mut self, frame: String) {
+        if self.closed.is_some() {
+            return;
+        }
+        self.queued_bytes += frame.len();
+        if self.queued_bytes > self.config.max_queued_bytes {
+            self.closed = Some(SessionError::SlowConsumer {
+                queued: self.queued_bytes,
+                max: self.config.max_queued_bytes,
+            });
+            self.transmit.clear();
+            self.queued_bytes = 0;
+            return;
+        }
+        self.transmit.push_back(frame);
     }
 
     fn frame(&mut self, frame: &str) -> Result<(), SessionError> {
         let text = match self.reassembler.push(frame)? {
             Segment::Partial | Segment::Pong => return Ok(()),
             Segment::Ping(data) => {
-                self.transmit.push_back(format!("3{data}"));
+                self.push_frame(format!("3{data}"));
                 return Ok(());
             }
             Segment::Message(text) => text,

@@ -66,6 +66,14 @@ pub enum SessionError {
     /// A command for the other role (`notify` on a client, say).
     #[error("`{0}` is for the other role of a juggler session")]
     WrongRole(&'static str),
+    /// Frames waiting to be sent passed the bound: the peer does not read.
+    #[error("{queued} bytes wait to be sent to a peer that does not read them (over max_queued_bytes, {max})")]
+    SlowConsumer {
+        /// Bytes queued.
+        queued: usize,
+        /// The bound.
+        max: usize,
+    },
     /// The session has ended.
     #[error("the juggler session has ended")]
     Closed,
@@ -78,6 +86,7 @@ impl SessionError {
             SessionError::BinaryFrame => 1003,
             SessionError::TooLarge { .. } => 1009,
             SessionError::KeepAliveTimeout(_) => 1001,
+            SessionError::SlowConsumer { .. } => 1013,
             _ => 1008,
         }
     }
@@ -321,5 +330,46 @@ mod tests {
         c.handle_frame(t0, r#"0{"type": "state", "diff": [{"op": "replace", "path": "", "value": {"a/b": [1], "m~n": 2}}, {"op": "add", "path": "/a~1b/-", "value": 3}, {"op": "copy", "from": "/m~0n", "path": "/c"}, {"op": "move", "from": "/c", "path": "/d"}, {"op": "test", "path": "/d", "value": 2}]}"#)
             .unwrap();
         assert_eq!(c.remote_state(), &json!({"a/b": [1, 3], "m~n": 2, "d": 2}));
+    }
+
+    /// A server whose client does not read: past `max_queued_bytes` the
+    /// session ends (SlowConsumer, close 1013) instead of queueing for ever.
+    #[test]
+    fn frames_nobody_reads_are_bounded() {
+        let t0 = Instant::now();
+        let config = SessionConfig {
+            max_queued_bytes: 10_000,
+            ..SessionConfig::default()
+        };
+        let mut server = Session::new(Role::Server, config, t0);
+        let mut sent = 0;
+        while server.notify("n", json!("x".repeat(100))).is_ok() {
+            sent += 1;
+            assert!(sent < 1000, "never bounded");
+        }
+        let reason = server.close_reason().expect("ended").clone();
+        assert!(
+            matches!(reason, SessionError::SlowConsumer { .. }),
+            "{reason}"
+        );
+        assert_eq!(reason.close_code(), 1013);
+        assert!(
+            server.poll_transmit().is_none(),
+            "what nobody read is dropped"
+        );
+        // A reader that keeps up is never cut: the same traffic, drained.
+        let mut server = Session::new(
+            Role::Server,
+            SessionConfig {
+                max_queued_bytes: 10_000,
+                ..SessionConfig::default()
+            },
+            t0,
+        );
+        for _ in 0..1000 {
+            server.notify("n", json!("x".repeat(100))).unwrap();
+            while server.poll_transmit().is_some() {}
+        }
+        assert!(server.close_reason().is_none());
     }
 }

@@ -216,12 +216,17 @@ async fn run(
     let (mut tx, mut rx) = ws.into_framed().split();
     let end: Option<(u16, String)> = loop {
         // Send what is queued, pass on what arrived.
-        let (frames, events, deadline) = {
+        let (frames, events, deadline, ended) = {
             let mut s = conn.lock();
             let frames: Vec<String> = std::iter::from_fn(|| s.poll_transmit()).collect();
             let events: Vec<Event> = std::iter::from_fn(|| s.poll_event()).collect();
-            (frames, events, s.poll_timeout())
+            (frames, events, s.poll_timeout(), s.close_reason().cloned())
         };
+        if let Some(e) = ended {
+            // Ended by the application's side (a peer that does not read).
+            tracing::warn!(error = %e, "closing a juggler connection");
+            break Some((e.close_code(), e.to_string()));
+        }
         for f in frames {
             if tx
                 .feed(WsFrame::Data(crate::transport::MessageKind::Text, f.into()))
