@@ -125,10 +125,12 @@ impl ServerConnection {
     }
 }
 
-/// A running juggler server; dropping it stops listening.
+/// A running juggler server; dropping it stops listening and closes every
+/// connection (status 1001, going away).
 #[derive(Debug)]
 pub struct SessionServer {
     http: HttpListener,
+    _stop: tokio_util::sync::DropGuard,
 }
 
 impl SessionServer {
@@ -147,9 +149,15 @@ pub async fn listen(
 ) -> Result<SessionServer, TransportError> {
     let endpoint = Endpoint::parse(url)?;
     let config = options.session.clone();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stopping = stop.clone();
     let ws = Route::any(options.ws_path.clone(), move |mut req, cx: RouteContext| {
-        let (config, on_connection, on_request) =
-            (config.clone(), on_connection.clone(), on_request.clone());
+        let (config, on_connection, on_request, stopping) = (
+            config.clone(),
+            on_connection.clone(),
+            on_request.clone(),
+            stopping.clone(),
+        );
         async move {
             let (response, pending) = match plexwire_ws::accept_upgrade(&mut req, &cx) {
                 Ok(ok) => ok,
@@ -158,7 +166,7 @@ pub async fn listen(
             tokio::spawn(async move {
                 let peer = pending.peer.clone();
                 match pending.ready().await {
-                    Ok(ws) => run(ws, config, on_connection, on_request).await,
+                    Ok(ws) => run(ws, config, on_connection, on_request, stopping).await,
                     Err(e) => tracing::debug!(%peer, error = %e, "juggler upgrade failed"),
                 }
             });
@@ -180,7 +188,10 @@ pub async fn listen(
         }
     });
     let http = HttpListener::bind_with(&endpoint, Router::new().route(ws).route(root)).await?;
-    Ok(SessionServer { http })
+    Ok(SessionServer {
+        http,
+        _stop: stop.drop_guard(),
+    })
 }
 
 /// One connection: the socket, the session, the request handler.
@@ -189,6 +200,7 @@ async fn run(
     config: SessionConfig,
     on_connection: ConnectionHandler,
     on_request: RequestHandler,
+    stopping: tokio_util::sync::CancellationToken,
 ) {
     let conn = ServerConnection {
         session: Arc::new(Mutex::new(Session::new(
@@ -278,6 +290,7 @@ async fn run(
                 }
             }
             _ = conn.wake.notified() => {}
+            _ = stopping.cancelled() => break Some((1001, "the server is going away".to_owned())),
             _ = sleep => {
                 if let Err(e) = conn.lock().handle_timeout(Instant::now().into_std()) {
                     tracing::warn!(error = %e, "closing a juggler connection");
