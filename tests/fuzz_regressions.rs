@@ -651,3 +651,22 @@ fn regenerate_seed_corpus() {
         std::fs::write(dir.join(name), bytes).unwrap();
     }
 }
+
+/// `endpoint` crash-20f6ab3c: `file://e//e://fff…` (an unknown scheme whose
+/// path holds `//` and another `scheme://`). Rebuilding the URL from its
+/// parts must give one that parses back to the same endpoint.
+#[test]
+fn endpoint_with_slashes_and_a_scheme_in_the_path_round_trips() {
+    let mut url = b"file://e//e://".to_vec();
+    url.extend(std::iter::repeat_n(b'f', 110));
+    checks::endpoint(&url);
+}
+
+/// `endpoint` crash-a3b41cd6: `le:///%2E%2E%2ftp:%2E/…` — a path of
+/// percent-encoded dots and slashes.
+#[test]
+fn endpoint_with_encoded_dots_in_the_path_round_trips() {
+    let mut url = b"le:///%2E%2E%2ftp:%2E/%2E%2ftp:AAA[[[[".to_vec();
+    url.push(0xff);
+    checks::endpoint(&url);
+}

@@ -117,6 +117,14 @@ impl Endpoint {
             Ok(u) => u,
             Err(e) => return Err(bad(diagnose(url, e))),
         };
+        if parsed.scheme() == "file" {
+            // The url crate parses `file:` by rules of its own (drive
+            // letters, `localhost` dropped), so such a URL does not read
+            // back as written; and no backend takes it.
+            return Err(bad(
+                "`file://` names a file, not an endpoint; a UNIX socket is `unix:///path`".into(),
+            ));
+        }
         let scheme_len = parsed.scheme().len();
         if !parsed.has_authority() || url.get(scheme_len..scheme_len + 3) != Some("://") {
             return Err(bad(FORM.into()));
@@ -137,6 +145,13 @@ impl Endpoint {
                     .map_err(|_| bad("the path decodes to bytes that are not UTF-8".into()))?;
                 if path.is_empty() {
                     Address::Name(String::new())
+                } else if path.split('/').any(|seg| seg == "." || seg == "..") {
+                    // Written percent-encoded they survive parsing, but a
+                    // URL rebuilt from the path would lose them (URLs
+                    // resolve dot segments): refuse them up front.
+                    return Err(bad(format!(
+                        "the path `{path}` has `.` or `..` segments; write the path without them"
+                    )));
                 } else {
                     Address::Path(PathBuf::from(path.into_owned()))
                 }
@@ -571,5 +586,26 @@ mod tests {
         assert_eq!(v6.url(), "tcp://[::1]:9");
         let ws = ok("ws://h:0/x").with_address(host("h", 9, "/x"));
         assert_eq!(ws.url(), "ws://h:9/x");
+    }
+
+    #[test]
+    fn file_urls_are_refused_with_the_unix_form() {
+        let e = Endpoint::parse("file:///tmp/x.sock")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unix:///path"), "{e}");
+        // The fuzzer's case: url's file rules made it read back differently.
+        assert!(Endpoint::parse("file://e//e://ffff").is_err());
+    }
+
+    #[test]
+    fn dot_segments_hidden_by_percent_encoding_are_refused() {
+        let e = Endpoint::parse("unix:///a/%2E%2E%2fb")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`.` or `..` segments"), "{e}");
+        assert!(Endpoint::parse("unix:///a/.%2fb").is_err());
+        // Dots inside a name are fine.
+        assert!(Endpoint::parse("unix:///tmp/a..b/.sock").is_ok());
     }
 }
