@@ -482,7 +482,9 @@ impl HttpTransport {
     }
 }
 
-async fn tcp_connect(
+/// Connects over TCP to every address `host` resolves to in turn (nodelay
+/// set), the error naming `endpoint`; shared with the WebSocket backend.
+pub async fn tcp_connect(
     endpoint: &Endpoint,
     host: &str,
     port: u16,

@@ -72,7 +72,6 @@ use plexwire_http::{full, json_error, HttpListener, ResponseBody, Route, RouteCo
 use plexwire_transport::{
     Address, Connection, Endpoint, PeerInfo, ServerTransport, TransportError,
 };
-use tokio::net::TcpStream;
 use tungstenite::handshake::derive_accept_key;
 
 #[cfg(feature = "tls")]
@@ -372,31 +371,6 @@ impl ServerTransport for WsListener {
     }
 }
 
-async fn tcp_connect(
-    endpoint: &Endpoint,
-    host: &str,
-    port: u16,
-) -> Result<TcpStream, TransportError> {
-    let fail = |source| TransportError::Connect {
-        url: endpoint.url().to_owned(),
-        source,
-    };
-    let mut last = io::Error::new(
-        io::ErrorKind::NotFound,
-        format!("`{host}` resolved to no address"),
-    );
-    for addr in tokio::net::lookup_host((host, port)).await.map_err(fail)? {
-        match TcpStream::connect(addr).await {
-            Ok(stream) => {
-                stream.set_nodelay(true).map_err(fail)?;
-                return Ok(stream);
-            }
-            Err(e) => last = e,
-        }
-    }
-    Err(fail(last))
-}
-
 /// Connects to `ws://` and `wss://` endpoints: TCP (every address the host
 /// resolves to, in turn), TLS for `wss://`, then the WebSocket handshake on
 /// the endpoint's path.
@@ -454,7 +428,7 @@ impl WsTransport {
         } else {
             None
         };
-        let stream = tcp_connect(endpoint, &host, port).await?;
+        let stream = plexwire_http::tcp_connect(endpoint, &host, port).await?;
         let remote = stream
             .peer_addr()
             .map_err(|source| TransportError::Connect {
